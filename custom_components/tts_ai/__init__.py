@@ -1,0 +1,132 @@
+"""The TTS.ai integration: cloud speech, with on-device fallback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_API_KEY, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.storage import Store
+
+from .api import DEFAULT_BASE_URL, TtsAiClient
+from .const import (
+    CONF_BASE_URL,
+    CONF_HEDGE_DEADLINE,
+    CONF_MODE,
+    DOMAIN,
+)
+from .coordinator import CatalogueCoordinator, catalogue_store
+from .fallback import DEFAULT_HEDGE_DEADLINE, FallbackPolicy, Mode
+from .local_speech import LocalSpeech, create_local_speech
+
+PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR,
+    Platform.SENSOR,
+    Platform.STT,
+    Platform.TTS,
+]
+STATE_STORAGE_VERSION = 1
+
+
+@dataclass(slots=True)
+class CacheEpoch:
+    """A number in the TTS cache key that changes whenever the device spoke.
+
+    HA caches speech by message and options. Audio the device produced
+    during an outage must not be replayed once the cloud is back, so every
+    time the device serves a cloud-first request the number moves on and
+    later requests miss the old entries. It is stored, because HA's file
+    cache outlives restarts.
+    """
+
+    store: Store[dict[str, int]]
+    value: int = 0
+
+    async def async_load(self) -> None:
+        """Read the stored value."""
+        self.value = ((await self.store.async_load()) or {}).get("value", 0)
+
+    def advance(self) -> None:
+        """Move on after the device served a request."""
+        self.value += 1
+        self.store.async_delay_save(lambda: {"value": self.value}, 1)
+
+
+@dataclass(slots=True)
+class TtsAiData:
+    """What a loaded entry holds."""
+
+    policy: FallbackPolicy
+    cache_epoch: CacheEpoch
+    client: TtsAiClient | None = None
+    catalogue: CatalogueCoordinator | None = None
+    local: LocalSpeech | None = None
+
+
+type TtsAiConfigEntry = ConfigEntry[TtsAiData]
+
+
+def create_client(hass: HomeAssistant, api_key: str, base_url: str) -> TtsAiClient:
+    """Return a client on Home Assistant's shared HTTP session."""
+    return TtsAiClient(async_get_clientsession(hass), api_key, base_url=base_url)
+
+
+def entry_mode(entry: ConfigEntry) -> Mode:
+    """Return the entry's mode; entries without a key are local-only."""
+    if not entry.data.get(CONF_API_KEY):
+        return Mode.LOCAL_ONLY
+    return Mode(entry.options.get(CONF_MODE, Mode.CLOUD_FIRST))
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> bool:
+    """Set up TTS.ai from a config entry."""
+    mode = entry_mode(entry)
+    cache_epoch = CacheEpoch(
+        Store(hass, STATE_STORAGE_VERSION, f"{DOMAIN}.state.{entry.entry_id}")
+    )
+    await cache_epoch.async_load()
+    data = TtsAiData(
+        policy=FallbackPolicy(
+            mode,
+            hedge_deadline=entry.options.get(
+                CONF_HEDGE_DEADLINE, DEFAULT_HEDGE_DEADLINE
+            ),
+        ),
+        cache_epoch=cache_epoch,
+    )
+    if mode is not Mode.LOCAL_ONLY:
+        data.client = create_client(
+            hass,
+            entry.data[CONF_API_KEY],
+            entry.data.get(CONF_BASE_URL, DEFAULT_BASE_URL),
+        )
+        data.catalogue = CatalogueCoordinator(hass, entry, data.client)
+        # Network error and no stored catalogue -> ConfigEntryNotReady (retried);
+        # a 401/403 -> ConfigEntryAuthFailed, which starts the reauth flow.
+        await data.catalogue.async_config_entry_first_refresh()
+    if mode is not Mode.CLOUD_ONLY:
+        data.local = create_local_speech(hass, entry)
+        await data.local.async_prepare()
+    entry.runtime_data = data
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> bool:
+    """Unload a config entry and free the on-device models."""
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded and entry.runtime_data.local is not None:
+        await entry.runtime_data.local.async_close()
+    return unloaded
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> None:
+    """Forget what was stored for a removed entry."""
+    await catalogue_store(hass, entry.entry_id).async_remove()
+    await Store(
+        hass, STATE_STORAGE_VERSION, f"{DOMAIN}.state.{entry.entry_id}"
+    ).async_remove()
+    ir.async_delete_issue(hass, DOMAIN, f"local_packages_{entry.entry_id}")

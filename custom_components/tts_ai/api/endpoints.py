@@ -1,0 +1,255 @@
+"""The single table of facts about the TTS.ai REST API.
+
+Everything the client knows about paths, body kinds, upload limits, plans and
+allowed values lives here, so a correction to the vendor contract (several
+paths are only inferred from the reference) is a one-line change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+DEFAULT_BASE_URL = "https://api.tts.ai/v1/"
+
+MEGABYTE = 1024 * 1024
+
+
+class BodyKind(StrEnum):
+    """How an endpoint expects its request parameters."""
+
+    JSON = "json"
+    MULTIPART = "multipart"
+    QUERY = "query"
+    # voice-chat takes multipart when audio is uploaded, JSON for typed text.
+    JSON_OR_MULTIPART = "json_or_multipart"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One REST endpoint of the service."""
+
+    name: str
+    method: str
+    # Relative to the base URL; may contain ``{placeholders}``.
+    path: str
+    body: BodyKind
+    # Form field that carries the uploaded file, for multipart endpoints.
+    upload_field: str | None = None
+    upload_limit_bytes: int | None = None
+    # True where the vendor reference shows the feature but not the exact path.
+    path_inferred: bool = False
+
+
+TTS = Endpoint("tts", "POST", "tts/", BodyKind.JSON)
+STT = Endpoint(
+    "stt", "POST", "stt/", BodyKind.MULTIPART, "file", upload_limit_bytes=100 * MEGABYTE
+)
+CLONE = Endpoint(
+    "clone",
+    "POST",
+    "tts/clone/",
+    BodyKind.MULTIPART,
+    "reference_audio",
+    upload_limit_bytes=20 * MEGABYTE,
+)
+VOICE_CONVERT = Endpoint(
+    "voice_convert",
+    "POST",
+    "voice-convert/",
+    BodyKind.MULTIPART,
+    "file",
+    upload_limit_bytes=50 * MEGABYTE,
+)
+TRANSLATE = Endpoint(
+    "translate",
+    "POST",
+    "translate/",
+    BodyKind.MULTIPART,
+    "file",
+    upload_limit_bytes=100 * MEGABYTE,
+    path_inferred=True,
+)
+SPEECH_TO_SPEECH = Endpoint(
+    "speech_to_speech",
+    "POST",
+    "speech-to-speech/",
+    BodyKind.MULTIPART,
+    "file",
+    upload_limit_bytes=50 * MEGABYTE,
+    path_inferred=True,
+)
+ENHANCE = Endpoint(
+    "enhance",
+    "POST",
+    "audio/enhance/",
+    BodyKind.MULTIPART,
+    "file",
+    upload_limit_bytes=100 * MEGABYTE,
+)
+SEPARATE = Endpoint(
+    "separate",
+    "POST",
+    "audio/separate/",
+    BodyKind.MULTIPART,
+    "file",
+    upload_limit_bytes=100 * MEGABYTE,
+    path_inferred=True,
+)
+DEREVERB = Endpoint(
+    "dereverb",
+    "POST",
+    "audio/dereverb/",
+    BodyKind.MULTIPART,
+    "file",
+    upload_limit_bytes=100 * MEGABYTE,
+    path_inferred=True,
+)
+ANALYZE = Endpoint(
+    "analyze",
+    "POST",
+    "audio/analyze/",
+    BodyKind.MULTIPART,
+    "file",
+    upload_limit_bytes=100 * MEGABYTE,
+    path_inferred=True,
+)
+CONVERT = Endpoint(
+    "convert",
+    "POST",
+    "audio/convert/",
+    BodyKind.MULTIPART,
+    "file",
+    upload_limit_bytes=100 * MEGABYTE,
+    path_inferred=True,
+)
+VOICE_CHAT = Endpoint(
+    "voice_chat",
+    "POST",
+    "voice-chat/",
+    BodyKind.JSON_OR_MULTIPART,
+    "audio",
+    # The reference gives no limit; the general audio-tool limit is assumed.
+    upload_limit_bytes=100 * MEGABYTE,
+    path_inferred=True,
+)
+MODELS = Endpoint("models", "GET", "models/", BodyKind.QUERY)
+VOICES = Endpoint("voices", "GET", "voices/", BodyKind.QUERY)
+# How a long task reports back is itself inferred (see the spec's webhooks).
+RESULTS = Endpoint(
+    "results", "GET", "results/{task_id}", BodyKind.QUERY, path_inferred=True
+)
+
+ENDPOINTS: dict[str, Endpoint] = {
+    endpoint.name: endpoint
+    for endpoint in (
+        TTS,
+        STT,
+        CLONE,
+        VOICE_CONVERT,
+        TRANSLATE,
+        SPEECH_TO_SPEECH,
+        ENHANCE,
+        SEPARATE,
+        DEREVERB,
+        ANALYZE,
+        CONVERT,
+        VOICE_CHAT,
+        MODELS,
+        VOICES,
+        RESULTS,
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanLimits:
+    """What a subscription plan allows."""
+
+    name: str
+    requests_per_minute: int
+    concurrent_requests: int
+    max_text_chars: int
+
+
+PRO = PlanLimits(
+    "pro", requests_per_minute=60, concurrent_requests=5, max_text_chars=5000
+)
+ENTERPRISE = PlanLimits(
+    "enterprise", requests_per_minute=300, concurrent_requests=20, max_text_chars=50000
+)
+PLANS: dict[str, PlanLimits] = {plan.name: plan for plan in (PRO, ENTERPRISE)}
+# Only Pro and Enterprise have API access, so an unknown plan is at least Pro.
+DEFAULT_PLAN = PRO
+
+
+def plan_for_rate_limit(requests_per_minute: int) -> PlanLimits:
+    """Infer the plan from the ``X-RateLimit-Limit`` header value."""
+    if requests_per_minute >= ENTERPRISE.requests_per_minute:
+        return ENTERPRISE
+    return PRO
+
+
+# Allowed values, per endpoint where they differ.
+TTS_FORMATS = ("mp3", "wav", "flac", "ogg")
+CLONE_FORMATS = ("mp3", "wav", "flac")
+VOICE_CONVERT_FORMATS = ("wav", "mp3", "flac")
+SEPARATE_FORMATS = ("wav", "mp3", "flac")
+CONVERT_FORMATS = ("mp3", "wav", "flac", "ogg", "m4a", "aac")
+CONVERT_BITRATES_KBPS = (64, 128, 192, 256, 320)
+CONVERT_SAMPLE_RATES = (22050, 44100, 48000)
+CONVERT_CHANNELS = ("mono", "stereo")
+SPEED_RANGE = (0.5, 2.0)
+STT_MODELS = ("whisper", "faster-whisper", "sensevoice")
+# "99 languages" (Whisper's): the reference names none, so Whisper's list is
+# assumed (inferred).
+STT_LANGUAGES = (
+    "af", "am", "ar", "as", "az", "ba", "be", "bg", "bn", "bo", "br", "bs", "ca",
+    "cs", "cy", "da", "de", "el", "en", "es", "et", "eu", "fa", "fi", "fo", "fr",
+    "gl", "gu", "ha", "haw", "he", "hi", "hr", "ht", "hu", "hy", "id", "is", "it",
+    "ja", "jw", "ka", "kk", "km", "kn", "ko", "la", "lb", "ln", "lo", "lt", "lv",
+    "mg", "mi", "mk", "ml", "mn", "mr", "ms", "mt", "my", "ne", "nl", "nn", "no",
+    "oc", "pa", "pl", "ps", "pt", "ro", "ru", "sa", "sd", "si", "sk", "sl", "sn",
+    "so", "sq", "sr", "su", "sv", "sw", "ta", "te", "tg", "th", "tk", "tl", "tr",
+    "tt", "uk", "ur", "uz", "vi", "yi", "yo", "zh",
+)  # fmt: skip
+CLONE_MODELS = ("chatterbox", "cosyvoice2", "gpt-sovits")
+VOICE_CONVERT_MODELS = ("openvoice", "knn-vc")
+SPEECH_TO_SPEECH_MODELS = ("openvoice", "chatterbox")
+EMOTIONS = ("neutral", "happy", "sad", "angry", "excited")
+GENDERS = ("male", "female", "neutral")
+SEPARATE_MODELS = ("demucs", "spleeter")
+SEPARATE_STEMS = (2, 4, 5, 6)
+# "both" is inferred: the reference says "echo, reverb or both (default both)".
+DEREVERB_TYPES = ("echo", "reverb", "both")
+ENHANCE_STRENGTH_RANGE = (1, 3)
+DEREVERB_INTENSITY_RANGE = (1, 5)
+
+# Response Content-Type <-> short format name.
+CONTENT_TYPES: dict[str, str] = {
+    "mp3": "audio/mpeg",
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "m4a": "audio/mp4",
+    "aac": "audio/aac",
+}
+FORMAT_BY_CONTENT_TYPE: dict[str, str] = {
+    **{content_type: fmt for fmt, content_type in CONTENT_TYPES.items()},
+    "audio/mp3": "mp3",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/vnd.wave": "wav",
+    "audio/x-flac": "flac",
+    "audio/vorbis": "ogg",
+    "audio/opus": "ogg",
+    "audio/x-m4a": "m4a",
+    "audio/m4a": "m4a",
+}
+
+# Response headers.
+HEADER_RATE_LIMIT = "X-RateLimit-Limit"
+HEADER_RATE_REMAINING = "X-RateLimit-Remaining"
+HEADER_RATE_RESET = "X-RateLimit-Reset"
+HEADER_CREDITS_USED = "X-Credits-Used"
+HEADER_CREDITS_REMAINING = "X-Credits-Remaining"

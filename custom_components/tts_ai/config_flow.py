@@ -1,0 +1,434 @@
+"""Config flow for TTS.ai: API key, reauth, reconfigure and options."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import hashlib
+import logging
+from typing import Any
+
+from homeassistant.config_entries import (
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlowWithReload,
+)
+from homeassistant.const import CONF_API_KEY
+from homeassistant.core import callback
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.selector import (
+    EntitySelector,
+    EntitySelectorConfig,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+import voluptuous as vol
+
+from . import TtsAiConfigEntry, create_client
+from .api import (
+    DEFAULT_BASE_URL,
+    SPEED_RANGE,
+    TTS_FORMATS,
+    AuthenticationError,
+    ForbiddenError,
+    TtsAiConnectionError,
+    TtsAiError,
+)
+from .catalogue import Catalogue
+from .const import (
+    CONF_BASE_URL,
+    CONF_FORMAT,
+    CONF_HEDGE_DEADLINE,
+    CONF_LANGUAGE,
+    CONF_LOCAL_ENGINE,
+    CONF_LOCAL_STT_ENTITY,
+    CONF_LOCAL_TTS_ENTITY,
+    CONF_LOCAL_VOICES,
+    CONF_MODE,
+    CONF_MODEL,
+    CONF_PIPER_VOICES_URL,
+    CONF_SPEED,
+    CONF_STT_MODEL,
+    CONF_VOICE,
+    CONF_WHISPER_MODEL,
+    CONF_WHISPER_MODELS_URL,
+    DEFAULT_FORMAT,
+    DEFAULT_LANGUAGE,
+    DEFAULT_MODEL,
+    DEFAULT_SPEED,
+    DEFAULT_STT_MODEL,
+    DEFAULT_VOICE,
+    DOMAIN,
+    HEDGE_DEADLINE_RANGE,
+    LOCAL_ENGINE_BUILT_IN,
+    LOCAL_ENGINE_ENTITY,
+    LOCAL_ENGINES,
+)
+from .fallback import DEFAULT_HEDGE_DEADLINE, Mode
+from .local.model_manager import HF_URL, PIPER_VOICES_URL
+
+_LOGGER = logging.getLogger(__name__)
+
+# Only one local-only entry: the device has one set of engines.
+LOCAL_ONLY_UNIQUE_ID = "local_only"
+# CTranslate2 Whisper models offered in the options (any other name works too).
+WHISPER_MODELS = ("tiny", "tiny.en", "base", "base.en", "small", "small.en")
+
+_KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
+_URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
+
+
+def key_fingerprint(api_key: str) -> str:
+    """Return the entry's unique id: one entry per key, never the key itself."""
+    return hashlib.sha256(api_key.strip().encode()).hexdigest()[:16]
+
+
+def _credentials_schema(defaults: Mapping[str, Any]) -> vol.Schema:
+    return vol.Schema(
+        {
+            vol.Required(CONF_API_KEY): _KEY_SELECTOR,
+            vol.Optional(
+                CONF_BASE_URL,
+                default=defaults.get(CONF_BASE_URL, DEFAULT_BASE_URL),
+            ): _URL_SELECTOR,
+        }
+    )
+
+
+class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Set up a TTS.ai account."""
+
+    VERSION = 1
+
+    async def _validate(self, api_key: str, base_url: str) -> dict[str, str]:
+        """Try the key against the catalogue endpoint; return form errors."""
+        client = create_client(self.hass, api_key, base_url)
+        try:
+            await client.validate()
+        except AuthenticationError:
+            return {"base": "invalid_auth"}
+        except ForbiddenError:
+            return {"base": "no_api_access"}
+        except TtsAiConnectionError:
+            return {"base": "cannot_connect"}
+        except TtsAiError:
+            _LOGGER.exception("Unexpected answer from TTS.ai")
+            return {"base": "unknown"}
+        except Exception:
+            _LOGGER.exception("Unexpected error validating the TTS.ai key")
+            return {"base": "unknown"}
+        return {}
+
+    async def async_step_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose between the cloud (with the device as fallback) and device only."""
+        return self.async_show_menu(step_id="user", menu_options=["cloud", "local"])
+
+    async def async_step_cloud(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for the API key (and, for self-hosted services, the base URL)."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            api_key = user_input[CONF_API_KEY].strip()
+            await self.async_set_unique_id(key_fingerprint(api_key))
+            self._abort_if_unique_id_configured()
+            base_url = user_input.get(CONF_BASE_URL) or DEFAULT_BASE_URL
+            if not (errors := await self._validate(api_key, base_url)):
+                return self.async_create_entry(
+                    title="TTS.ai",
+                    data={CONF_API_KEY: api_key, CONF_BASE_URL: base_url},
+                    options={CONF_MODE: Mode.CLOUD_FIRST},
+                )
+        return self.async_show_form(
+            step_id="cloud",
+            data_schema=self.add_suggested_values_to_schema(
+                _credentials_schema({}), user_input
+            ),
+            errors=errors,
+        )
+
+    async def async_step_local(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Speak and listen on this device only: no account, no internet."""
+        await self.async_set_unique_id(LOCAL_ONLY_UNIQUE_ID)
+        self._abort_if_unique_id_configured()
+        if user_input is not None:
+            return self.async_create_entry(
+                title="TTS.ai (on device)",
+                data={},
+                options={CONF_MODE: Mode.LOCAL_ONLY, **user_input},
+            )
+        return self.async_show_form(
+            step_id="local", data_schema=_local_engine_schema(self.hass, {})
+        )
+
+    async def async_step_reauth(
+        self, entry_data: Mapping[str, Any]
+    ) -> ConfigFlowResult:
+        """Start reauthentication after the service refused the key."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask for a new API key."""
+        return await self._update_credentials(
+            "reauth_confirm", self._get_reauth_entry(), user_input, with_url=False
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the API key or the base URL."""
+        return await self._update_credentials(
+            "reconfigure", self._get_reconfigure_entry(), user_input, with_url=True
+        )
+
+    async def _update_credentials(
+        self,
+        step_id: str,
+        entry: TtsAiConfigEntry,
+        user_input: dict[str, Any] | None,
+        *,
+        with_url: bool,
+    ) -> ConfigFlowResult:
+        """Validate new credentials for an existing entry and reload it."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            api_key = user_input[CONF_API_KEY].strip()
+            base_url = (
+                user_input.get(CONF_BASE_URL) if with_url else None
+            ) or entry.data.get(CONF_BASE_URL, DEFAULT_BASE_URL)
+            unique_id = key_fingerprint(api_key)
+            if any(
+                other.unique_id == unique_id and other.entry_id != entry.entry_id
+                for other in self._async_current_entries(include_ignore=False)
+            ):
+                return self.async_abort(reason="already_configured")
+            if not (errors := await self._validate(api_key, base_url)):
+                return self.async_update_reload_and_abort(
+                    entry,
+                    unique_id=unique_id,
+                    data_updates={CONF_API_KEY: api_key, CONF_BASE_URL: base_url},
+                )
+        schema = (
+            _credentials_schema(entry.data)
+            if with_url
+            else vol.Schema({vol.Required(CONF_API_KEY): _KEY_SELECTOR})
+        )
+        return self.async_show_form(
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(
+                schema,
+                user_input
+                or {CONF_BASE_URL: entry.data.get(CONF_BASE_URL, DEFAULT_BASE_URL)},
+            ),
+            errors=errors,
+            description_placeholders={"title": entry.title},
+        )
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: TtsAiConfigEntry) -> TtsAiOptionsFlow:
+        """Return the options flow."""
+        return TtsAiOptionsFlow()
+
+
+def _select(
+    options: list[SelectOptionDict],
+    *,
+    custom: bool = False,
+    translation_key: str | None = None,
+) -> SelectSelector:
+    config = SelectSelectorConfig(
+        options=options, mode=SelectSelectorMode.DROPDOWN, custom_value=custom
+    )
+    if translation_key is not None:
+        config["translation_key"] = translation_key
+    return SelectSelector(config)
+
+
+def _options_schema(catalogue: Catalogue) -> vol.Schema:
+    low, high = SPEED_RANGE
+    tts_models = [
+        SelectOptionDict(value=m.id, label=m.name) for m in catalogue.tts_models
+    ]
+    voices = [
+        SelectOptionDict(value=v.id, label=f"{v.name} ({v.model}, {v.language})")
+        for v in sorted(catalogue.voices, key=lambda v: (v.language, v.name))
+    ]
+    stt_models = [
+        SelectOptionDict(value=m.id, label=m.name) for m in catalogue.stt_models
+    ] or [SelectOptionDict(value=DEFAULT_STT_MODEL, label=DEFAULT_STT_MODEL)]
+    languages = [
+        SelectOptionDict(value=lang, label=lang) for lang in catalogue.tts_languages
+    ]
+    return vol.Schema(
+        {
+            vol.Required(CONF_MODEL, default=DEFAULT_MODEL): _select(tts_models),
+            vol.Required(CONF_VOICE, default=DEFAULT_VOICE): _select(voices),
+            vol.Required(CONF_LANGUAGE, default=DEFAULT_LANGUAGE): _select(languages),
+            vol.Required(CONF_FORMAT, default=DEFAULT_FORMAT): _select(
+                [SelectOptionDict(value=f, label=f) for f in TTS_FORMATS]
+            ),
+            vol.Required(CONF_SPEED, default=DEFAULT_SPEED): NumberSelector(
+                NumberSelectorConfig(
+                    min=low, max=high, step=0.05, mode=NumberSelectorMode.SLIDER
+                )
+            ),
+            vol.Required(CONF_STT_MODEL, default=DEFAULT_STT_MODEL): _select(
+                stt_models
+            ),
+        }
+    )
+
+
+class TtsAiOptionsFlow(OptionsFlowWithReload):
+    """Cloud voice settings, then the on-device fallback."""
+
+    def __init__(self) -> None:
+        """Start with no changes."""
+        self._options: dict[str, Any] = {}
+
+    async def async_step_init(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Show the cloud settings (local-only entries go straight on)."""
+        entry: TtsAiConfigEntry = self.config_entry
+        if not entry.data.get(CONF_API_KEY):
+            return await self.async_step_fallback()
+        if getattr(entry, "runtime_data", None) is None or (
+            entry.runtime_data.catalogue is None
+        ):
+            return self.async_abort(reason="not_loaded")
+        catalogue = entry.runtime_data.catalogue.data
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            errors = _check_options(catalogue, user_input)
+            if not errors:
+                self._options.update(user_input)
+                return await self.async_step_fallback()
+        return self.async_show_form(
+            step_id="init",
+            data_schema=self.add_suggested_values_to_schema(
+                _options_schema(catalogue), user_input or entry.options
+            ),
+            errors=errors,
+        )
+
+    async def async_step_fallback(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose the mode and the on-device engine."""
+        entry = self.config_entry
+        cloud = bool(entry.data.get(CONF_API_KEY))
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            options = {**entry.options, **self._options, **user_input}
+            if not cloud:
+                options[CONF_MODE] = Mode.LOCAL_ONLY
+            if options.get(CONF_LOCAL_ENGINE) == LOCAL_ENGINE_ENTITY and not (
+                options.get(CONF_LOCAL_TTS_ENTITY) or options.get(CONF_LOCAL_STT_ENTITY)
+            ):
+                errors["base"] = "entity_required"
+            else:
+                return self.async_create_entry(data=options)
+        schema = _local_engine_schema(self.hass, entry.options, advanced=True)
+        if cloud:
+            schema = schema.extend(
+                {
+                    vol.Required(
+                        CONF_MODE,
+                        default=entry.options.get(CONF_MODE, Mode.CLOUD_FIRST),
+                    ): _select(
+                        [SelectOptionDict(value=m, label=m) for m in Mode],
+                        translation_key=CONF_MODE,
+                    ),
+                    vol.Required(
+                        CONF_HEDGE_DEADLINE,
+                        default=entry.options.get(
+                            CONF_HEDGE_DEADLINE, DEFAULT_HEDGE_DEADLINE
+                        ),
+                    ): NumberSelector(
+                        NumberSelectorConfig(
+                            min=HEDGE_DEADLINE_RANGE[0],
+                            max=HEDGE_DEADLINE_RANGE[1],
+                            step=0.1,
+                            unit_of_measurement="s",
+                            mode=NumberSelectorMode.SLIDER,
+                        )
+                    ),
+                }
+            )
+        return self.async_show_form(
+            step_id="fallback",
+            data_schema=self.add_suggested_values_to_schema(
+                schema, user_input or entry.options
+            ),
+            errors=errors,
+        )
+
+
+def _local_engine_schema(
+    hass: Any, options: Mapping[str, Any], *, advanced: bool = False
+) -> vol.Schema:
+    """Return the fields that choose and configure the on-device engine."""
+    own_entities = {
+        entity.entity_id
+        for entity in er.async_get(hass).entities.values()
+        if entity.platform == DOMAIN
+    }
+    fields: dict[Any, Any] = {
+        vol.Required(
+            CONF_LOCAL_ENGINE,
+            default=options.get(CONF_LOCAL_ENGINE, LOCAL_ENGINE_BUILT_IN),
+        ): _select(
+            [SelectOptionDict(value=e, label=e) for e in LOCAL_ENGINES],
+            translation_key=CONF_LOCAL_ENGINE,
+        ),
+        vol.Optional(CONF_LOCAL_TTS_ENTITY): EntitySelector(
+            EntitySelectorConfig(domain="tts", exclude_entities=sorted(own_entities))
+        ),
+        vol.Optional(CONF_LOCAL_STT_ENTITY): EntitySelector(
+            EntitySelectorConfig(domain="stt", exclude_entities=sorted(own_entities))
+        ),
+        vol.Optional(
+            CONF_PIPER_VOICES_URL,
+            default=options.get(CONF_PIPER_VOICES_URL, PIPER_VOICES_URL),
+        ): _URL_SELECTOR,
+        vol.Optional(
+            CONF_WHISPER_MODELS_URL,
+            default=options.get(CONF_WHISPER_MODELS_URL, HF_URL),
+        ): _URL_SELECTOR,
+    }
+    if advanced:
+        fields[vol.Optional(CONF_LOCAL_VOICES)] = TextSelector(
+            TextSelectorConfig(multiple=True)
+        )
+        fields[vol.Optional(CONF_WHISPER_MODEL)] = _select(
+            [SelectOptionDict(value=m, label=m) for m in WHISPER_MODELS], custom=True
+        )
+    return vol.Schema(fields)
+
+
+def _check_options(catalogue: Catalogue, options: Mapping[str, Any]) -> dict[str, str]:
+    """Return form errors for options that do not fit together."""
+    model = catalogue.model(options[CONF_MODEL])
+    voice = catalogue.voice(options[CONF_VOICE])
+    if voice is None:
+        return {CONF_VOICE: "unknown_voice"}
+    if voice.model != options[CONF_MODEL]:
+        return {CONF_VOICE: "voice_model_mismatch"}
+    if model is not None and options[CONF_LANGUAGE] not in model.languages:
+        return {CONF_LANGUAGE: "language_not_supported"}
+    return {}

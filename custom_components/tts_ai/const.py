@@ -1,0 +1,58 @@
+"""Constants of the TTS.ai integration: option names and their defaults."""
+
+from typing import Final
+
+DOMAIN: Final = "tts_ai"
+MANUFACTURER: Final = "TTS.ai"
+
+# Config entry data.
+CONF_BASE_URL: Final = "base_url"
+
+# Options (entry.options) and TTS service options (tts.speak `options:`).
+CONF_MODEL: Final = "model"
+CONF_VOICE: Final = "voice"
+CONF_FORMAT: Final = "format"
+CONF_SPEED: Final = "speed"
+CONF_LANGUAGE: Final = "language"
+CONF_STT_MODEL: Final = "stt_model"
+
+DEFAULT_MODEL: Final = "kokoro"
+DEFAULT_VOICE: Final = "af_bella"
+# MP3 is what cast, Sonos and AirPlay players all accept; HA transcodes on request.
+DEFAULT_FORMAT: Final = "mp3"
+DEFAULT_SPEED: Final = 1.0
+DEFAULT_LANGUAGE: Final = "en"
+DEFAULT_STT_MODEL: Final = "whisper"
+
+# The model and voice catalogue is kept so voices can be listed (and speech
+# requested with the last known settings) when the cloud is unreachable at start.
+CATALOGUE_STORAGE_VERSION: Final = 1
+CATALOGUE_REFRESH_HOURS: Final = 12
+
+# Whisper-class models are region-agnostic; Assist and /api/stt ask with the
+# exact tag, so the usual regional tags are offered besides the bare codes.
+REGIONAL_LANGUAGE_TAGS: Final = (
+    "de-AT", "de-CH", "de-DE", "en-AU", "en-CA", "en-GB", "en-IE", "en-IN",
+    "en-NZ", "en-US", "es-419", "es-ES", "es-MX", "es-US", "fr-BE", "fr-CA",
+    "fr-CH", "fr-FR", "it-IT", "nl-BE", "nl-NL", "pt-BR", "pt-PT", "sv-SE",
+    "zh-CN", "zh-HK", "zh-Hans", "zh-Hant", "zh-TW",
+)  # fmt: skip
+
+# On-device fallback (options).
+CONF_MODE: Final = "mode"
+CONF_LOCAL_ENGINE: Final = "local_engine"
+CONF_LOCAL_TTS_ENTITY: Final = "local_tts_entity"
+CONF_LOCAL_STT_ENTITY: Final = "local_stt_entity"
+CONF_LOCAL_VOICES: Final = "local_voices"
+CONF_WHISPER_MODEL: Final = "whisper_model"
+CONF_HEDGE_DEADLINE: Final = "hedge_deadline"
+CONF_PIPER_VOICES_URL: Final = "piper_voices_url"
+CONF_WHISPER_MODELS_URL: Final = "whisper_models_url"
+
+LOCAL_ENGINE_BUILT_IN: Final = "built_in"
+LOCAL_ENGINE_ENTITY: Final = "entity"
+LOCAL_ENGINES: Final = (LOCAL_ENGINE_BUILT_IN, LOCAL_ENGINE_ENTITY)
+# The hedge deadline: how long the cloud may stay silent before the device
+# starts speaking too. Below ~0.3 s the cloud would rarely win even when up.
+HEDGE_DEADLINE_RANGE: Final = (0.3, 5.0)
+LOCAL_MODELS_DIR: Final = "tts_ai/models"

@@ -1,0 +1,72 @@
+"""Encode streamed PCM to MP3 on the fly with ffmpeg.
+
+Cloud and device audio are sent to media players as one MP3 stream: when the
+cloud breaks off mid-announcement, the device's sentences follow in the same
+format. ffmpeg runs as a subprocess fed sentence by sentence, so the first
+sentence's MP3 frames leave before the last sentence is synthesised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+import contextlib
+
+from .pcm import PcmChunk
+
+# 64 kbit/s mono is transparent for 22 kHz speech and small for the network.
+MP3_BITRATE = "64k"
+_READ_SIZE = 4096
+
+
+class EncoderError(RuntimeError):
+    """ffmpeg failed to encode the audio."""
+
+
+async def encode_mp3(
+    chunks: AsyncIterator[PcmChunk], *, ffmpeg: str = "ffmpeg"
+) -> AsyncIterator[bytes]:
+    """Yield MP3 bytes for a stream of PCM chunks, as soon as ffmpeg has them."""
+    first = await anext(chunks, None)
+    if first is None:
+        return
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-loglevel", "error",
+        "-f", "s16le", "-ar", str(first.sample_rate), "-ac", "1", "-i", "pipe:0",
+        "-f", "mp3", "-b:a", MP3_BITRATE, "-write_xing", "0",
+        "-flush_packets", "1", "pipe:1",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+
+    async def feed() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(first.audio)
+            await proc.stdin.drain()
+            async for chunk in chunks:
+                proc.stdin.write(chunk.audio)
+                await proc.stdin.drain()
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+
+    feeder = asyncio.create_task(feed())
+    try:
+        while data := await proc.stdout.read(_READ_SIZE):
+            yield data
+        await feeder  # re-raises a synthesis error from the PCM source
+        if await proc.wait() != 0:
+            message = (await proc.stderr.read()).decode(errors="replace").strip()
+            raise EncoderError(f"ffmpeg could not encode MP3: {message}")
+    finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await feeder
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -1,0 +1,334 @@
+"""Piper text-to-speech on the device, streamed sentence by sentence.
+
+Each voice gets its own ONNX Runtime session, tuned for a small ARM board.
+Synthesis runs in the event loop's default executor, one text piece at a
+time and at most one piece ahead of the consumer, so the first audio is out
+after the first sentence (or the first clause of a long one) while the rest
+is still being synthesised.
+"""
+
+# The engines' packages are optional: import them lazily (see __init__.py).
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+import json
+import logging
+from pathlib import Path
+import re
+from typing import Any
+
+from ..api.audio import pcm_to_wav
+from ..api.text import split_sentences
+from .device import DeviceProfile, detect_device_profile
+from .idle import IdleReleaser, free_objects
+from .pcm import PcmChunk
+
+_LOGGER = logging.getLogger(__name__)
+
+# A first sentence longer than this is cut at its clauses, so the listener
+# hears something after one clause instead of after the whole sentence.
+FIRST_PIECE_MAX_CHARS = 60
+FIRST_PIECE_MAX_WORDS = 10
+# Clauses shorter than this are joined to a neighbour: a lone "Well," as its
+# own piece sounds choppy and saves no time.
+_MIN_CLAUSE_CHARS = 15
+# After , ; : or a spaced dash; also inside "word—word". "1,000" stays whole.
+_CLAUSE_BREAK = re.compile(r"(?<=[,;:\u2014\u2013])\s+|(?<=\w\u2014)(?=\w)")
+# Synthesised once after loading, so the first real request does not pay
+# for ONNX Runtime's lazy allocations and espeak-ng's start-up.
+_WARM_UP_TEXT = "Ready."
+
+# ONNX Runtime memory settings, chosen by measurement: 50 syntheses of 1-2
+# sentence texts with en_US-joe-medium, 2 intra-op threads, on the 2-core
+# x86_64 development machine (two runs each; RSS above the pre-load baseline):
+#   arena on,  mem pattern on:  RSS 187 MB after 5, 252-258 MB after 50
+#                               (still growing), CPU 8.1-8.2 s
+#   arena off, mem pattern off: RSS 120 MB after 5, 118-121 MB after 50
+#                               (flat), CPU 9.4-10.0 s
+# (mixed settings were no better than either.) The arena keeps the largest
+# buffers it ever needed, so a long text leaves ~135 MB pinned for good; on
+# a 1 GB Pi 3 that is too much to pay for ~15% less CPU time, when synthesis
+# is already far faster than real time. So both are off.
+_ENABLE_CPU_MEM_ARENA = False
+_ENABLE_MEM_PATTERN = False
+# Spin-waiting worker threads burned 8.5-13 s CPU instead of 8.1-8.6 s for
+# the same 50 syntheses with no gain in speed, and on a Pi that CPU belongs
+# to the rest of Home Assistant: let the threads sleep.
+_ALLOW_SPINNING = "0"
+
+
+@dataclass(frozen=True)
+class LocalVoice:
+    """A Piper voice on disk: the ONNX model and its JSON config."""
+
+    key: str
+    """Voice name, e.g. "en_US-joe-medium"."""
+    model_path: Path
+    config_path: Path
+
+
+@dataclass
+class _LoadedVoice:
+    """A voice ready to synthesise."""
+
+    voice: LocalVoice
+    piper: Any  # piper.PiperVoice; piper is imported lazily
+    sample_rate: int
+
+
+class PiperEngine:
+    """Synthesise speech with Piper voices kept in memory (LRU, idle unload).
+
+    Safe for concurrent use: an ONNX Runtime session may run several
+    inferences at once, and a Piper voice keeps no per-call state (its
+    espeak-ng phonemizer has its own lock).
+    """
+
+    def __init__(
+        self,
+        profile: DeviceProfile | None = None,
+        *,
+        max_loaded_voices: int = 2,
+        idle_unload_after: float | None = 600.0,
+    ) -> None:
+        """Set up the engine; nothing is loaded until the first request.
+
+        ``profile`` defaults to the detected hardware (read in an executor
+        on first load). ``idle_unload_after=None`` keeps voices loaded.
+        """
+        if max_loaded_voices < 1:
+            raise ValueError("max_loaded_voices must be at least 1")
+        self._profile = profile
+        self._max_loaded_voices = max_loaded_voices
+        # Least recently used first.
+        self._voices: OrderedDict[str, _LoadedVoice] = OrderedDict()
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._sample_rates: dict[LocalVoice, int] = {}
+        self._idle = IdleReleaser(idle_unload_after, self.unload)
+
+    @property
+    def loaded_voices(self) -> list[str]:
+        """Keys of the voices in memory, least recently used first."""
+        return list(self._voices)
+
+    def sample_rate(self, voice: LocalVoice) -> int:
+        """Return the sample rate of the audio ``voice`` produces.
+
+        Known without file access once the voice has been loaded; before
+        that the small JSON config is read (call :meth:`load` first from
+        the event loop to avoid even that).
+        """
+        rate = self._sample_rates.get(voice)
+        if rate is None:
+            rate = _read_sample_rate(voice.config_path)
+            self._sample_rates[voice] = rate
+        return rate
+
+    async def load(self, voice: LocalVoice) -> None:
+        """Load ``voice`` and warm it up; evicts the least recently used voice."""
+        with self._idle.in_use():
+            await self._ensure_loaded(voice)
+
+    async def synthesize(
+        self, text: str, voice: LocalVoice, *, speed: float = 1.0
+    ) -> AsyncIterator[PcmChunk]:
+        """Yield the speech for ``text`` piece by piece as it is synthesised.
+
+        Pieces are sentences, the first one cut at clauses when long. While
+        the caller handles one chunk, the next piece is being synthesised.
+        ``speed`` 2.0 talks twice as fast. Blank text yields nothing. A caller
+        that stops early should close the generator (``contextlib.aclosing``)
+        so the piece synthesised ahead is dropped and the idle countdown
+        starts at once rather than when the generator is garbage-collected.
+        """
+        length_scale = _length_scale(speed)
+        pieces = split_for_streaming(text)
+        if not pieces:
+            return
+        loop = asyncio.get_running_loop()
+        with self._idle.in_use():
+            loaded = await self._ensure_loaded(voice)
+            pending = loop.run_in_executor(
+                None, _render, loaded.piper, pieces[0], length_scale
+            )
+            try:
+                for index, piece in enumerate(pieces):
+                    audio = await pending
+                    if index + 1 < len(pieces):
+                        pending = loop.run_in_executor(
+                            None, _render, loaded.piper, pieces[index + 1], length_scale
+                        )
+                    yield PcmChunk(
+                        audio=audio, sample_rate=loaded.sample_rate, text=piece
+                    )
+            finally:
+                # The consumer stopped early: drop the piece synthesised ahead.
+                # The executor job runs to its end; its result is discarded.
+                if not pending.done():
+                    pending.cancel()
+
+    async def synthesize_wav(
+        self, text: str, voice: LocalVoice, *, speed: float = 1.0
+    ) -> bytes:
+        """Return the whole speech for ``text`` as one WAV file (16-bit mono)."""
+        with self._idle.in_use():
+            loaded = await self._ensure_loaded(voice)
+            pcm = [
+                chunk.audio async for chunk in self.synthesize(text, voice, speed=speed)
+            ]
+        return pcm_to_wav(b"".join(pcm), loaded.sample_rate)
+
+    async def unload(self, voice_key: str | None = None) -> None:
+        """Drop one voice (by key) or all of them from memory."""
+        if voice_key is None:
+            dropped = list(self._voices.values())
+            self._voices.clear()
+        elif (loaded := self._voices.pop(voice_key, None)) is not None:
+            dropped = [loaded]
+        else:
+            return
+        if dropped:
+            _LOGGER.debug("Unloading Piper voices %s", [v.voice.key for v in dropped])
+            await asyncio.get_running_loop().run_in_executor(
+                None, free_objects, dropped
+            )
+
+    async def close(self) -> None:
+        """Stop the idle countdown and free every voice."""
+        await self._idle.close()
+        await self.unload()
+
+    async def _ensure_loaded(self, voice: LocalVoice) -> _LoadedVoice:
+        """Return ``voice`` loaded, loading it once however many ask at once."""
+        if (loaded := self._loaded(voice)) is not None:
+            return loaded
+        lock = self._load_locks.setdefault(voice.key, asyncio.Lock())
+        async with lock:
+            if (loaded := self._loaded(voice)) is not None:
+                return loaded  # another request loaded it while we waited
+            loop = asyncio.get_running_loop()
+            if self._profile is None:
+                self._profile = await loop.run_in_executor(None, detect_device_profile)
+            loaded = await loop.run_in_executor(None, _load_voice, voice, self._profile)
+            self._sample_rates[voice] = loaded.sample_rate
+            self._voices[voice.key] = loaded
+            evicted: list[_LoadedVoice] = []
+            while len(self._voices) > self._max_loaded_voices:
+                evicted.append(self._voices.popitem(last=False)[1])
+            if evicted:
+                # A request still using an evicted voice holds its own
+                # reference; the memory goes when that request ends.
+                await loop.run_in_executor(None, free_objects, evicted)
+            return loaded
+
+    def _loaded(self, voice: LocalVoice) -> _LoadedVoice | None:
+        """Return ``voice`` if it is in memory (marking it recently used)."""
+        loaded = self._voices.get(voice.key)
+        if loaded is None or loaded.voice != voice:
+            return None  # not loaded, or the key now names other files
+        self._voices.move_to_end(voice.key)
+        return loaded
+
+
+def split_for_streaming(text: str) -> list[str]:
+    """Split ``text`` into the pieces synthesised one at a time.
+
+    Sentences, except that a long first sentence is cut at its clauses so
+    that the first audio is ready sooner.
+    """
+    sentences = split_sentences(text)
+    if not sentences:
+        return []
+    first = sentences[0]
+    if len(first) > FIRST_PIECE_MAX_CHARS or len(first.split()) > FIRST_PIECE_MAX_WORDS:
+        return [*split_clauses(first), *sentences[1:]]
+    return sentences
+
+
+def split_clauses(sentence: str) -> list[str]:
+    """Cut a sentence after , ; : and dashes, keeping no clause tiny."""
+    pieces: list[str] = []
+    for raw_clause in _CLAUSE_BREAK.split(sentence):
+        clause = raw_clause.strip()
+        if not clause:
+            continue
+        if pieces and len(pieces[-1]) < _MIN_CLAUSE_CHARS:
+            pieces[-1] = f"{pieces[-1]} {clause}"
+        else:
+            pieces.append(clause)
+    if len(pieces) > 1 and len(pieces[-1]) < _MIN_CLAUSE_CHARS:
+        tail = pieces.pop()
+        pieces[-1] = f"{pieces[-1]} {tail}"
+    return pieces
+
+
+def _length_scale(speed: float) -> float:
+    """Piper's length scale for a speaking ``speed`` (2.0 = twice as fast)."""
+    if not speed > 0:
+        raise ValueError(f"speed must be positive, not {speed}")
+    return 1.0 / speed
+
+
+def _read_sample_rate(config_path: Path) -> int:
+    """Read a voice's output sample rate from its JSON config."""
+    with config_path.open(encoding="utf-8") as config_file:
+        return int(json.load(config_file)["audio"]["sample_rate"])
+
+
+# --- executor side: everything below blocks -------------------------------
+
+
+def _load_voice(voice: LocalVoice, profile: DeviceProfile) -> _LoadedVoice:
+    """Build the ONNX session and Piper voice, then warm it up."""
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    with voice.config_path.open(encoding="utf-8") as config_file:
+        config = PiperConfig.from_dict(json.load(config_file))
+    session = onnxruntime.InferenceSession(
+        str(voice.model_path),
+        sess_options=_session_options(profile),
+        providers=["CPUExecutionProvider"],
+    )
+    piper = PiperVoice(session=session, config=config)
+    _render(piper, _WARM_UP_TEXT, 1.0)
+    _LOGGER.debug("Loaded Piper voice %s", voice.key)
+    return _LoadedVoice(voice=voice, piper=piper, sample_rate=config.sample_rate)
+
+
+def _session_options(profile: DeviceProfile) -> Any:
+    """ONNX Runtime session options tuned for a small multi-core board."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # One inference uses the physical cores (at most 4); the graph is a
+    # chain, so parallel operator execution (inter-op) would only add threads.
+    options.intra_op_num_threads = profile.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Measured, see the numbers next to _ENABLE_CPU_MEM_ARENA.
+    options.enable_cpu_mem_arena = _ENABLE_CPU_MEM_ARENA
+    options.enable_mem_pattern = _ENABLE_MEM_PATTERN
+    options.add_session_config_entry("session.intra_op.allow_spinning", _ALLOW_SPINNING)
+    return options
+
+
+def _render(piper: Any, text: str, length_scale: float) -> bytes:
+    """Synthesise ``text`` to int16 mono PCM bytes.
+
+    Piper may split the text into several sentences of its own; their audio
+    is joined. ``length_scale`` scales the voice's own default pacing.
+    """
+    from piper import SynthesisConfig
+
+    syn_config = SynthesisConfig(length_scale=piper.config.length_scale * length_scale)
+    return b"".join(
+        chunk.audio_int16_bytes for chunk in piper.synthesize(text, syn_config)
+    )

@@ -1,0 +1,383 @@
+"""On-device speech for an entry: the built-in engines or other HA entities.
+
+Both kinds offer the same two calls to the entities: `speak` (MP3 bytes as
+they are produced) and `transcribe` (16 kHz PCM to text).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from homeassistant.components import stt, tts
+from homeassistant.components.ffmpeg import get_ffmpeg_manager
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.event import async_call_later
+from homeassistant.requirements import RequirementsNotFound, async_process_requirements
+
+from .catalogue import base_language
+from .const import (
+    CONF_LOCAL_ENGINE,
+    CONF_LOCAL_STT_ENTITY,
+    CONF_LOCAL_TTS_ENTITY,
+    CONF_LOCAL_VOICES,
+    CONF_PIPER_VOICES_URL,
+    CONF_WHISPER_MODEL,
+    CONF_WHISPER_MODELS_URL,
+    DOMAIN,
+    LOCAL_ENGINE_ENTITY,
+    LOCAL_MODELS_DIR,
+)
+from .local import (
+    PIPER_REQUIREMENTS,
+    WHISPER_REQUIREMENTS,
+    LocalVoice,
+    PiperEngine,
+    WhisperEngine,
+    detect_device_profile,
+    missing_packages,
+)
+from .local.encoder import encode_mp3
+from .local.model_manager import (
+    HF_URL,
+    PIPER_VOICES_URL,
+    DownloadProgress,
+    ModelDownloadError,
+    ModelManager,
+)
+
+if TYPE_CHECKING:
+    from . import TtsAiConfigEntry
+
+_LOGGER = logging.getLogger(__name__)
+
+# A failed model download is tried again after this long (the internet may be
+# back); until then the cloud serves alone.
+PREFETCH_RETRY_SECONDS = 900
+
+
+class ModelStatus:
+    """States of the on-device models, as the `local_models` sensor shows them."""
+
+    NOT_NEEDED = "not_needed"
+    DOWNLOADING = "downloading"
+    READY = "ready"
+    FAILED = "failed"
+    UNAVAILABLE = "unavailable"
+
+    ALL = (NOT_NEEDED, DOWNLOADING, READY, FAILED, UNAVAILABLE)
+
+
+def _not_ready(reason: str) -> HomeAssistantError:
+    return HomeAssistantError(
+        translation_domain=DOMAIN,
+        translation_key="local_not_ready",
+        translation_placeholders={"reason": reason},
+    )
+
+
+class LocalSpeech(Protocol):
+    """What the entities need from an on-device engine."""
+
+    status: str
+
+    async def async_prepare(self) -> None:
+        """Make the engine ready (install, download, load) as far as possible."""
+
+    def speak(self, text: str, language: str, speed: float) -> AsyncIterator[bytes]:
+        """Yield MP3 audio of `text` as it is produced."""
+
+    async def transcribe(self, pcm: bytes, language: str) -> str:
+        """Return the words in 16 kHz 16-bit mono PCM."""
+
+    def voices(self) -> list[tts.Voice]:
+        """Return the voices on the device."""
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when `status` changes."""
+
+    async def async_close(self) -> None:
+        """Release models and timers."""
+
+
+class _Listeners:
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def notify(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+
+class BuiltinSpeech(_Listeners):
+    """Piper and Whisper running inside Home Assistant."""
+
+    def __init__(self, hass: HomeAssistant, entry: TtsAiConfigEntry) -> None:
+        """Prepare the engines; nothing is installed or loaded yet."""
+        super().__init__()
+        self.hass = hass
+        self.entry = entry
+        options = entry.options
+        self.manager = ModelManager(
+            async_get_clientsession(hass),
+            Path(hass.config.path(LOCAL_MODELS_DIR)),
+            piper_base_url=options.get(CONF_PIPER_VOICES_URL) or PIPER_VOICES_URL,
+            hf_base_url=options.get(CONF_WHISPER_MODELS_URL) or HF_URL,
+        )
+        self._wanted_voices: list[str] = list(options.get(CONF_LOCAL_VOICES) or [])
+        self._whisper_name: str | None = options.get(CONF_WHISPER_MODEL)
+        self.piper = PiperEngine()
+        self.whisper: WhisperEngine | None = None
+        self._voices: dict[str, LocalVoice] = {}
+        self.status = ModelStatus.DOWNLOADING
+        self.progress: dict[str, int] = {}
+        self.error: str | None = None
+        self._cancel_retry: Callable[[], None] | None = None
+
+    @property
+    def issue_id(self) -> str:
+        """Return the id of this entry's repair issue for missing packages."""
+        return f"local_packages_{self.entry.entry_id}"
+
+    async def async_prepare(self) -> None:
+        """Install the engines' packages and start fetching the models."""
+        try:
+            await async_process_requirements(
+                self.hass, DOMAIN, [*PIPER_REQUIREMENTS, *WHISPER_REQUIREMENTS]
+            )
+            error = None
+        except RequirementsNotFound as err:
+            error = str(err)
+        missing = await self.hass.async_add_executor_job(missing_packages)
+        if missing:
+            self._set_status(ModelStatus.UNAVAILABLE)
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                self.issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.WARNING,
+                translation_key="local_packages_missing",
+                translation_placeholders={
+                    "packages": ", ".join(missing),
+                    "error": error or "not installable on this system",
+                },
+            )
+            return
+        ir.async_delete_issue(self.hass, DOMAIN, self.issue_id)
+        self.entry.async_create_background_task(
+            self.hass, self._prefetch(), name=f"{DOMAIN} fetch local models"
+        )
+
+    async def _prefetch(self) -> None:
+        """Download the models now, so they are there when the internet is not."""
+        self._set_status(ModelStatus.DOWNLOADING)
+        try:
+            profile = await self.hass.async_add_executor_job(detect_device_profile)
+            language = self.hass.config.language
+            if not self._wanted_voices:
+                catalogue = await self.manager.piper_catalogue()
+                region = f"{language}_{self.hass.config.country or ''}".rstrip("_")
+                key = self.manager.best_piper_voice(
+                    catalogue, region, profile.piper_quality
+                )
+                if key is None:
+                    raise ModelDownloadError(f"no Piper voice speaks {language}")
+                self._wanted_voices = [key]
+            for key in self._wanted_voices:
+                files = await self.manager.ensure_piper_voice(
+                    key, progress=self._on_progress
+                )
+                voice = LocalVoice(files.key, files.model_path, files.config_path)
+                self._voices.setdefault(_voice_language(key), voice)
+            whisper_name = self._whisper_name or (
+                f"{profile.whisper_model}.en"
+                if base_language(language) == "en"
+                else profile.whisper_model
+            )
+            model_dir = await self.manager.ensure_whisper_model(
+                whisper_name, progress=self._on_progress
+            )
+            self.whisper = WhisperEngine(model_dir, profile)
+            # Load and warm the default voice now: the first fallback must be fast.
+            await self.piper.load(next(iter(self._voices.values())))
+        except ModelDownloadError as err:
+            _LOGGER.error("Could not fetch the on-device models: %s", err)
+            self.error = str(err)
+            self._set_status(ModelStatus.FAILED)
+            self._cancel_retry = async_call_later(
+                self.hass, PREFETCH_RETRY_SECONDS, self._retry_prefetch
+            )
+            return
+        self.error = None
+        self._set_status(ModelStatus.READY)
+
+    @callback
+    def _retry_prefetch(self, _now: Any) -> None:
+        self._cancel_retry = None
+        self.entry.async_create_background_task(
+            self.hass, self._prefetch(), name=f"{DOMAIN} fetch local models"
+        )
+
+    @callback
+    def _on_progress(self, progress: DownloadProgress) -> None:
+        if not progress.total_bytes:
+            return
+        percent = int(100 * progress.downloaded_bytes / progress.total_bytes)
+        # Whole percents only: a state write per received chunk would flood HA.
+        if self.progress.get(progress.item) != percent:
+            self.progress[progress.item] = percent
+            self.notify()
+
+    def _set_status(self, status: str) -> None:
+        if status != self.status:
+            self.status = status
+            self.notify()
+
+    def _voice_for(self, language: str) -> LocalVoice:
+        if not self._voices:
+            raise _not_ready(self.error or "the voice is still being downloaded")
+        return self._voices.get(base_language(language)) or next(
+            iter(self._voices.values())
+        )
+
+    def voices(self) -> list[tts.Voice]:
+        """Return the installed Piper voices."""
+        return [tts.Voice(v.key, v.key) for v in self._voices.values()]
+
+    async def speak(
+        self, text: str, language: str, speed: float
+    ) -> AsyncIterator[bytes]:
+        """Yield MP3 of `text`, sentence by sentence, from Piper."""
+        voice = self._voice_for(language)
+        ffmpeg = get_ffmpeg_manager(self.hass).binary
+        async for data in encode_mp3(
+            self.piper.synthesize(text, voice, speed=speed), ffmpeg=ffmpeg
+        ):
+            yield data
+
+    async def transcribe(self, pcm: bytes, language: str) -> str:
+        """Return the words Whisper hears."""
+        if self.whisper is None:
+            raise _not_ready(self.error or "the speech model is still being downloaded")
+        transcript = await self.whisper.transcribe(
+            pcm, language=base_language(language)
+        )
+        return transcript.text
+
+    async def async_close(self) -> None:
+        """Stop retries and free the models."""
+        if self._cancel_retry is not None:
+            self._cancel_retry()
+            self._cancel_retry = None
+        await self.piper.close()
+        if self.whisper is not None:
+            await self.whisper.close()
+
+
+def _voice_language(key: str) -> str:
+    """Return the base language of a Piper voice key (`en_US-joe-medium` -> en)."""
+    return base_language(key.split("-", 1)[0])
+
+
+class EntitySpeech(_Listeners):
+    """Another Home Assistant TTS/STT engine (e.g. the Wyoming add-ons)."""
+
+    status = ModelStatus.NOT_NEEDED
+
+    def __init__(self, hass: HomeAssistant, entry: TtsAiConfigEntry) -> None:
+        """Remember which entities to use."""
+        super().__init__()
+        self.hass = hass
+        self.tts_entity: str | None = entry.options.get(CONF_LOCAL_TTS_ENTITY)
+        self.stt_entity: str | None = entry.options.get(CONF_LOCAL_STT_ENTITY)
+
+    async def async_prepare(self) -> None:
+        """Nothing to prepare: the other integration owns its engine."""
+
+    def voices(self) -> list[tts.Voice]:
+        """Voices are the other engine's own."""
+        return []
+
+    async def speak(
+        self, text: str, language: str, speed: float
+    ) -> AsyncIterator[bytes]:
+        """Yield MP3 of `text` from the other TTS entity."""
+        if not self.tts_entity:
+            raise _not_ready("no text-to-speech entity chosen in the options")
+        engine = tts.async_resolve_engine(self.hass, self.tts_entity)
+        if engine is None:
+            raise _not_ready(f"{self.tts_entity} is not available")
+        stream = tts.async_create_stream(
+            self.hass, engine, _pick_language(self.hass, engine, language),
+            {tts.ATTR_PREFERRED_FORMAT: "mp3"},
+        )  # fmt: skip
+        stream.async_set_message(text)
+        async for chunk in stream.async_stream_result():
+            yield chunk
+
+    async def transcribe(self, pcm: bytes, language: str) -> str:
+        """Return the words the other STT entity hears."""
+        entity = (
+            stt.async_get_speech_to_text_entity(self.hass, self.stt_entity)
+            if self.stt_entity
+            else None
+        )
+        if entity is None:
+            raise _not_ready("no speech-to-text entity chosen in the options")
+        wanted = base_language(language)
+        spoken = next(
+            (
+                lang
+                for lang in entity.supported_languages
+                if base_language(lang) == wanted
+            ),
+            language,
+        )
+        metadata = stt.SpeechMetadata(
+            language=spoken,
+            format=stt.AudioFormats.WAV,
+            codec=stt.AudioCodecs.PCM,
+            bit_rate=stt.AudioBitRates.BITRATE_16,
+            sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
+            channel=stt.AudioChannels.CHANNEL_MONO,
+        )
+
+        async def audio() -> AsyncIterator[bytes]:
+            yield pcm
+
+        result = await entity.internal_async_process_audio_stream(metadata, audio())
+        if result.result is not stt.SpeechResultState.SUCCESS:
+            raise _not_ready(f"{self.stt_entity} could not transcribe")
+        return result.text or ""
+
+    async def async_close(self) -> None:
+        """Nothing to release."""
+
+
+def _pick_language(hass: HomeAssistant, engine: str, language: str) -> str | None:
+    """Return the other engine's language closest to `language`, or its default."""
+    entity = hass.data[tts.DATA_COMPONENT].get_entity(engine)
+    if entity is None:
+        return None
+    wanted = base_language(language)
+    return next(
+        (lang for lang in entity.supported_languages if base_language(lang) == wanted),
+        None,
+    )
+
+
+def create_local_speech(hass: HomeAssistant, entry: TtsAiConfigEntry) -> LocalSpeech:
+    """Return the on-device engine the entry's options ask for."""
+    if entry.options.get(CONF_LOCAL_ENGINE) == LOCAL_ENGINE_ENTITY:
+        return EntitySpeech(hass, entry)
+    return BuiltinSpeech(hass, entry)

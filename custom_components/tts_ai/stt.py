@@ -1,0 +1,129 @@
+"""TTS.ai speech-to-text entity."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable
+import logging
+from typing import override
+
+from homeassistant.components.stt import (
+    AudioBitRates,
+    AudioChannels,
+    AudioCodecs,
+    AudioFormats,
+    AudioSampleRates,
+    SpeechMetadata,
+    SpeechResult,
+    SpeechResultState,
+    SpeechToTextEntity,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from . import TtsAiConfigEntry
+from .api import STT_LANGUAGES, AuthenticationError, TtsAiError, pcm_to_wav
+from .catalogue import base_language
+from .const import CONF_STT_MODEL, DEFAULT_STT_MODEL, REGIONAL_LANGUAGE_TAGS
+from .entity import TtsAiEntity
+
+_LOGGER = logging.getLogger(__name__)
+
+PARALLEL_UPDATES = 0
+
+SUPPORTED_LANGUAGES = sorted(
+    {*STT_LANGUAGES}
+    | {tag for tag in REGIONAL_LANGUAGE_TAGS if base_language(tag) in STT_LANGUAGES}
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: TtsAiConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Set up the TTS.ai STT entity."""
+    async_add_entities([TtsAiSTTEntity(entry)])
+
+
+class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
+    """Transcribes Assist audio through the TTS.ai cloud."""
+
+    def __init__(self, entry: TtsAiConfigEntry) -> None:
+        """Initialise the entity."""
+        super().__init__(entry, "stt")
+        self._model = entry.options.get(CONF_STT_MODEL, DEFAULT_STT_MODEL)
+
+    @property
+    @override
+    def supported_languages(self) -> list[str]:
+        """Return the languages Whisper-class models transcribe."""
+        return SUPPORTED_LANGUAGES
+
+    @property
+    @override
+    def supported_formats(self) -> list[AudioFormats]:
+        """Return the supported container: HA's raw PCM, sent on as WAV."""
+        return [AudioFormats.WAV]
+
+    @property
+    @override
+    def supported_codecs(self) -> list[AudioCodecs]:
+        """Return the supported codecs."""
+        return [AudioCodecs.PCM]
+
+    @property
+    @override
+    def supported_bit_rates(self) -> list[AudioBitRates]:
+        """Return the supported bit rates."""
+        return [AudioBitRates.BITRATE_16]
+
+    @property
+    @override
+    def supported_sample_rates(self) -> list[AudioSampleRates]:
+        """Return the supported sample rates."""
+        return [AudioSampleRates.SAMPLERATE_16000]
+
+    @property
+    @override
+    def supported_channels(self) -> list[AudioChannels]:
+        """Return the supported channels."""
+        return [AudioChannels.CHANNEL_MONO]
+
+    @override
+    async def async_process_audio_stream(
+        self, metadata: SpeechMetadata, stream: AsyncIterable[bytes]
+    ) -> SpeechResult:
+        """Return the words in Assist's audio, from the cloud or the device."""
+        pcm = b"".join([chunk async for chunk in stream])
+        if not pcm:
+            _LOGGER.warning("No audio received to transcribe")
+            return SpeechResult(None, SpeechResultState.ERROR)
+        language = base_language(metadata.language)
+
+        async def cloud() -> str:
+            assert self._data.client is not None
+            wav = pcm_to_wav(
+                pcm, rate=int(metadata.sample_rate), channels=int(metadata.channel)
+            )
+            try:
+                result = await self._data.client.stt(
+                    wav, model=self._model, language=language
+                )
+            except AuthenticationError:
+                self._entry.async_start_reauth(self.hass)
+                raise
+            return result.text
+
+        async def local() -> str:
+            assert self._data.local is not None
+            return await self._data.local.transcribe(pcm, language)
+
+        try:
+            _source, text = await self._data.policy.call(cloud, local)
+        except (TtsAiError, HomeAssistantError) as err:
+            # The pipeline reports an STT error itself; raising would abort it
+            # with a stack trace instead of a spoken "I didn't understand".
+            _LOGGER.error("TTS.ai could not transcribe speech: %s", err)
+            return SpeechResult(None, SpeechResultState.ERROR)
+        return SpeechResult(text.strip(), SpeechResultState.SUCCESS)

@@ -1,0 +1,387 @@
+"""TTS.ai text-to-speech entity: the cloud, with the device as fallback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+import logging
+from typing import Any, override
+
+from homeassistant.components.tts import (
+    ATTR_VOICE,
+    TextToSpeechEntity,
+    TTSAudioRequest,
+    TTSAudioResponse,
+    Voice,
+)
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from . import TtsAiConfigEntry
+from .api import (
+    SPEED_RANGE,
+    TTS_FORMATS,
+    AuthenticationError,
+    SentenceBuffer,
+    TtsAiError,
+)
+from .catalogue import base_language
+from .const import (
+    CONF_FORMAT,
+    CONF_LANGUAGE,
+    CONF_MODEL,
+    CONF_SPEED,
+    CONF_VOICE,
+    DEFAULT_FORMAT,
+    DEFAULT_LANGUAGE,
+    DEFAULT_MODEL,
+    DEFAULT_SPEED,
+    DEFAULT_VOICE,
+    DOMAIN,
+)
+from .entity import TtsAiEntity
+from .errors import to_ha_error
+from .fallback import Mode, Source, falls_back
+
+_LOGGER = logging.getLogger(__name__)
+
+PARALLEL_UPDATES = 0
+
+# Streamed audio is sent as one file made of consecutive requests: MP3 frames
+# concatenate into a valid stream, WAV/FLAC headers would not; and the
+# device's audio joins a cloud stream in the same format.
+STREAM_FORMAT = "mp3"
+# Cloud only: synthesize the first sentence alone so it plays at once, then up
+# to three while it plays, then everything that has arrived (as HA core's
+# elevenlabs). With a fallback, each sentence is its own request, so a cloud
+# stream that breaks off is taken over by the device from the next sentence.
+CLOUD_SENTENCE_SCHEDULE = (1, 3)
+# The option that puts the cache epoch into HA's TTS cache key.
+CACHE_EPOCH_OPTION = "cache_epoch"
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: TtsAiConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Set up the TTS.ai TTS entity."""
+    async_add_entities([TtsAiTTSEntity(entry)])
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechSettings:
+    """The validated settings of one synthesis request."""
+
+    model: str
+    voice: str
+    format: str
+    speed: float
+    language: str
+
+
+def _invalid_option(option: str, value: Any, allowed: str) -> ServiceValidationError:
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key="invalid_option",
+        translation_placeholders={
+            "option": option,
+            "value": str(value),
+            "allowed": allowed,
+        },
+    )
+
+
+async def _single_chunk(data: bytes) -> AsyncGenerator[bytes]:
+    yield data
+
+
+class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
+    """Speaks through the TTS.ai cloud, or on the device when it cannot."""
+
+    _attr_supported_options = [CONF_VOICE, CONF_MODEL, CONF_SPEED, CONF_FORMAT]
+
+    def __init__(self, entry: TtsAiConfigEntry) -> None:
+        """Initialise the entity from the entry's options."""
+        super().__init__(entry, "tts")
+        options = entry.options
+        self._policy = self._data.policy
+        self._configured = {
+            CONF_MODEL: options.get(CONF_MODEL, DEFAULT_MODEL),
+            CONF_VOICE: options.get(CONF_VOICE, DEFAULT_VOICE),
+            CONF_SPEED: options.get(CONF_SPEED, DEFAULT_SPEED),
+            CONF_FORMAT: options.get(CONF_FORMAT, DEFAULT_FORMAT),
+        }
+        self._default_language = options.get(CONF_LANGUAGE, DEFAULT_LANGUAGE)
+
+    async def async_added_to_hass(self) -> None:
+        """Use HA's language for a local-only entry."""
+        await super().async_added_to_hass()
+        if self.catalogue is None and CONF_LANGUAGE not in self._entry.options:
+            self._default_language = base_language(self.hass.config.language)
+
+    @property
+    @override
+    def supported_languages(self) -> list[str]:
+        """Return the languages of the cloud models, or the device's voices."""
+        if self.catalogue is not None and self.catalogue.tts_languages:
+            return self.catalogue.tts_languages
+        languages = {
+            base_language(v.voice_id.split("-")[0]) for v in self._local_voices
+        }
+        return sorted(languages | {self._default_language})
+
+    @property
+    @override
+    def default_language(self) -> str:
+        """Return the configured language."""
+        return self._default_language
+
+    @property
+    @override
+    def default_options(self) -> Mapping[str, Any]:
+        """Return the configured settings, which are part of HA's cache key."""
+        if self._policy.mode is Mode.CLOUD_FIRST:
+            return {
+                **self._configured,
+                CACHE_EPOCH_OPTION: self._data.cache_epoch.value,
+            }
+        return self._configured
+
+    @property
+    def _local_voices(self) -> list[Voice]:
+        return self._data.local.voices() if self._data.local is not None else []
+
+    @callback
+    @override
+    def async_get_supported_voices(self, language: str) -> list[Voice]:
+        """Return the voices for a language, the configured one first."""
+        catalogue = self.catalogue
+        if catalogue is None:
+            return self._local_voices
+        default_voice = self._configured[CONF_VOICE]
+        voices = sorted(
+            catalogue.voices_for_language(language),
+            key=lambda v: (v.id != default_voice, v.name.casefold()),
+        )
+        return [
+            Voice(
+                v.id,
+                f"{v.name} ({m.name})" if (m := catalogue.model(v.model)) else v.name,
+            )
+            for v in voices
+        ]
+
+    def _settings(self, language: str, options: Mapping[str, Any]) -> SpeechSettings:
+        """Validate a request's options; raise a translated error if they are bad."""
+        voice_id = str(options.get(ATTR_VOICE, self._configured[CONF_VOICE]))
+        model_id = str(options.get(CONF_MODEL, self._configured[CONF_MODEL]))
+        if (catalogue := self.catalogue) is not None:
+            voice = catalogue.voice(voice_id)
+            if voice is None and catalogue.voices:
+                raise ServiceValidationError(
+                    translation_domain=DOMAIN,
+                    translation_key="unknown_voice",
+                    translation_placeholders={"voice": voice_id},
+                )
+            # A voice belongs to one model: a voice picked in the UI brings its
+            # own model unless the caller names one explicitly.
+            if voice is not None and options.get(CONF_MODEL) in (
+                None,
+                self._configured[CONF_MODEL],
+            ):
+                model_id = voice.model
+            if catalogue.models and catalogue.model(model_id) not in (
+                catalogue.tts_models
+            ):
+                raise _invalid_option(
+                    CONF_MODEL, model_id, ", ".join(m.id for m in catalogue.tts_models)
+                )
+        audio_format = str(options.get(CONF_FORMAT, DEFAULT_FORMAT))
+        if audio_format not in TTS_FORMATS:
+            raise _invalid_option(CONF_FORMAT, audio_format, ", ".join(TTS_FORMATS))
+        low, high = SPEED_RANGE
+        try:
+            speed = float(options.get(CONF_SPEED, DEFAULT_SPEED))
+        except TypeError, ValueError:
+            speed = float("nan")
+        if not low <= speed <= high:
+            raise _invalid_option(
+                CONF_SPEED, options.get(CONF_SPEED), f"{low} to {high}"
+            )
+        return SpeechSettings(
+            model=model_id,
+            voice=voice_id,
+            format=audio_format,
+            speed=speed,
+            language=base_language(language or self._default_language),
+        )
+
+    @override
+    async def async_stream_tts_audio(
+        self, request: TTSAudioRequest
+    ) -> TTSAudioResponse:
+        """Speak text while it is still arriving, sentence by sentence."""
+        settings = self._settings(request.language, request.options)
+        if settings.format != STREAM_FORMAT and self._policy.mode is not (
+            Mode.LOCAL_ONLY
+        ):
+            # Only MP3 can be sent as a run of per-sentence files; another
+            # format asked for explicitly is synthesized as one whole file.
+            message = "".join([chunk async for chunk in request.message_gen])
+            extension, data = await self._synthesize_whole(message, settings)
+            return TTSAudioResponse(extension, _single_chunk(data))
+        return TTSAudioResponse(
+            STREAM_FORMAT, self._stream_audio(request.message_gen, settings)
+        )
+
+    async def _synthesize_whole(
+        self, message: str, settings: SpeechSettings
+    ) -> tuple[str, bytes]:
+        """Synthesize a whole message in the requested format (or MP3 locally)."""
+        assert self._data.client is not None
+        client = self._data.client
+
+        async def cloud() -> tuple[str, bytes]:
+            result = await self._cloud_call(
+                client.tts(
+                    message,
+                    model=settings.model,
+                    voice=settings.voice,
+                    format=settings.format,
+                    speed=settings.speed,
+                    language=settings.language,
+                )
+            )
+            return result.format, result.data
+
+        async def local() -> tuple[str, bytes]:
+            audio = self._local_stream(message, settings)
+            return STREAM_FORMAT, b"".join([chunk async for chunk in audio])
+
+        try:
+            source, result = await self._policy.call(cloud, local)
+        except TtsAiError as err:
+            raise to_ha_error(self.hass, self._entry, err) from err
+        self._after_source(source)
+        return result
+
+    async def _cloud_call[T](self, request: Any) -> T:
+        """Await a cloud request; a refused key also starts reauth."""
+        try:
+            return await request
+        except AuthenticationError:
+            self._entry.async_start_reauth(self.hass)
+            raise
+
+    async def _cloud_stream(
+        self, text: str, settings: SpeechSettings
+    ) -> AsyncIterator[bytes]:
+        assert self._data.client is not None
+        try:
+            async for chunk in self._data.client.tts_stream(
+                text,
+                model=settings.model,
+                voice=settings.voice,
+                format=STREAM_FORMAT,
+                speed=settings.speed,
+                language=settings.language,
+            ):
+                yield chunk
+        except AuthenticationError:
+            self._entry.async_start_reauth(self.hass)
+            raise
+
+    def _local_stream(
+        self, text: str, settings: SpeechSettings
+    ) -> AsyncIterator[bytes]:
+        assert self._data.local is not None
+        return self._data.local.speak(text, settings.language, settings.speed)
+
+    def _after_source(self, source: Source) -> None:
+        """Keep device-made audio out of HA's cache once the cloud is back."""
+        if source is Source.LOCAL and self._policy.mode is Mode.CLOUD_FIRST:
+            self._data.cache_epoch.advance()
+
+    async def _speak_batch(
+        self, text: str, settings: SpeechSettings
+    ) -> AsyncIterator[bytes]:
+        """Yield the audio of one batch of sentences from whoever can speak it."""
+        try:
+            source, audio = await self._policy.stream(
+                lambda: self._cloud_stream(text, settings),
+                lambda: self._local_stream(text, settings),
+            )
+        except TtsAiError as err:
+            _LOGGER.warning("TTS.ai could not synthesize speech: %s", err)
+            raise to_ha_error(self.hass, self._entry, err) from err
+        self._after_source(source)
+        try:
+            async for chunk in audio:
+                yield chunk
+        except TtsAiError as err:
+            if (
+                source is Source.CLOUD
+                and self._policy.mode is Mode.CLOUD_FIRST
+                and falls_back(err)
+            ):
+                # Broke off mid-sentence: the device takes the next one.
+                _LOGGER.warning("TTS.ai stream broke off: %s", err)
+                self._policy.cloud_failed(err)
+                return
+            raise to_ha_error(self.hass, self._entry, err) from err
+
+    async def _stream_audio(
+        self, message_gen: AsyncGenerator[str], settings: SpeechSettings
+    ) -> AsyncGenerator[bytes]:
+        """Yield audio of each batch of sentences as soon as it is produced."""
+        sentences: list[str] = []
+        arrived = asyncio.Event()
+        text_done = False
+
+        async def collect_sentences() -> None:
+            nonlocal text_done
+            buffer = SentenceBuffer()
+            try:
+                async for chunk in message_gen:
+                    sentences.extend(s for s in buffer.add(chunk) if s.strip())
+                    if sentences:
+                        arrived.set()
+                if (rest := buffer.finish()) and rest.strip():
+                    sentences.append(rest)
+            finally:
+                text_done = True
+                arrived.set()
+
+        collector = self.hass.async_create_background_task(
+            collect_sentences(), name=f"{DOMAIN} collect sentences"
+        )
+        schedule = (
+            list(CLOUD_SENTENCE_SCHEDULE)
+            if self._policy.mode is Mode.CLOUD_ONLY
+            else None
+        )
+        try:
+            while True:
+                await arrived.wait()
+                if not sentences:
+                    if text_done:
+                        return
+                    arrived.clear()
+                    continue
+                # Take what has arrived, no more than the schedule allows, so
+                # the first audio never waits for later text.
+                if schedule is None:
+                    size = 1
+                else:
+                    size = schedule.pop(0) if schedule else len(sentences)
+                text = " ".join(sentences[:size])
+                del sentences[:size]
+                if not sentences and not text_done:
+                    arrived.clear()
+                async for chunk in self._speak_batch(text, settings):
+                    yield chunk
+        finally:
+            collector.cancel()

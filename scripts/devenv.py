@@ -1,0 +1,691 @@
+"""A real Home Assistant running this integration against the TTS.ai stand-in.
+
+One code path serves ``scripts/develop`` (a developer's instance on
+http://127.0.0.1:8123 with ``config/``) and ``tests/test_develop_e2e.py`` (a
+throw-away instance on free ports). It
+
+1. installs the packages the configured integrations need that the venv lacks
+   (Home Assistant then runs with ``--skip-pip``: nothing is fetched at start),
+2. links the integration into the configuration directory,
+3. starts the stand-in server (``python -m tests.standin``) and ``hass``,
+4. onboards a fresh configuration through Home Assistant's own REST API (user
+   ``dev`` / password ``dev``), or logs in on one that is already onboarded,
+5. adds a TTS.ai config entry pointed at the stand-in through the integration's
+   config flow, unless there is one already.
+
+Run it as ``scripts/develop``; Ctrl-C stops both servers.
+"""
+
+import argparse
+from collections.abc import Iterable, Iterator, Mapping
+import contextlib
+from dataclasses import dataclass
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+from typing import IO, Any
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from homeassistant.bootstrap import DEFAULT_INTEGRATIONS
+import homeassistant.components
+from packaging.requirements import Requirement
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+INTEGRATION_DOMAIN = "tts_ai"
+INTEGRATION_DIR = REPO_ROOT / "custom_components" / INTEGRATION_DOMAIN
+DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
+CONFIGURATION_FILE = "configuration.yaml"
+FRONTEND_PACKAGE = "home-assistant-frontend"
+DEFAULT_STANDIN_PORT = 8765
+LOOPBACK = "127.0.0.1"
+
+DEV_NAME = "Developer"
+DEV_USERNAME = "dev"
+DEV_PASSWORD = "dev"  # a documented, loopback-only login
+DEV_LANGUAGE = "en"
+
+# Home Assistant exits with this code when asked to restart (e.g. from the UI);
+# a supervisor is expected to start it again, and `develop` plays that role.
+HASS_RESTART_EXIT_CODE = 100
+
+STANDIN_START_TIMEOUT = 60.0
+HASS_START_TIMEOUT = 180.0
+PROCESS_STOP_TIMEOUT = 30.0
+HTTP_TIMEOUT = 30.0
+
+
+class DevEnvironmentError(RuntimeError):
+    """Something in bringing the environment up failed."""
+
+
+# --- configuration and requirements -------------------------------------------
+
+
+def load_configuration(config_dir: Path) -> dict[str, Any]:
+    """Read ``configuration.yaml`` (plain YAML: no ``!include`` tags are used)."""
+    text = (config_dir / CONFIGURATION_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def write_configuration(config_dir: Path, configuration: Mapping[str, Any]) -> None:
+    """Write ``configuration.yaml`` into a configuration directory."""
+    config_dir.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(dict(configuration), sort_keys=False)
+    (config_dir / CONFIGURATION_FILE).write_text(text, encoding="utf-8")
+
+
+def hass_url(configuration: Mapping[str, Any]) -> str:
+    """Return the address Home Assistant serves on for this configuration."""
+    http = configuration.get("http") or {}
+    host = http.get("server_host", LOOPBACK)
+    if isinstance(host, list):
+        host = host[0]
+    if host in {"0.0.0.0", "::"}:  # a bind address: reach it on loopback
+        host = LOOPBACK
+    return f"http://{host}:{http.get('server_port', 8123)}"
+
+
+def configured_domains(configuration: Mapping[str, Any]) -> set[str]:
+    """Return the integrations a configuration loads, this integration included.
+
+    Top-level keys are integrations; ``platform:`` entries under them name more.
+    The integration's own platforms (``tts.py``, ``stt.py``…) load the
+    integrations of the same name.
+    """
+    domains: set[str] = set()
+    for key, value in configuration.items():
+        domain = str(key).split(" ")[0]  # "media_player old" style keys
+        if domain != "homeassistant":
+            domains.add(domain)
+        if isinstance(value, list):
+            domains.update(
+                item["platform"]
+                for item in value
+                if isinstance(item, dict) and "platform" in item
+            )
+    domains.add(INTEGRATION_DOMAIN)
+    # Home Assistant sets these up whatever the configuration says; one that
+    # fails (camera without PyTurboJPEG) takes the demo devices down with it.
+    domains.update(DEFAULT_INTEGRATIONS)
+    components = _core_components_dir()
+    domains.update(
+        module.stem
+        for module in INTEGRATION_DIR.glob("*.py")
+        if (components / module.stem / "manifest.json").is_file()
+    )
+    return domains
+
+
+def missing_requirements(domains: Iterable[str]) -> list[str]:
+    """Return the requirements the running Python environment does not satisfy.
+
+    Those of these integrations and of the ones they (after-)depend on.
+    """
+    missing: list[str] = []
+    for requirement in _requirements_closure(domains):
+        parsed = Requirement(requirement)
+        try:
+            installed = importlib.metadata.version(parsed.name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(requirement)
+            continue
+        if not parsed.specifier.contains(installed, prereleases=True):
+            missing.append(requirement)
+    return sorted(set(missing))
+
+
+def configuration_requirements(
+    configuration: Mapping[str, Any], *, frontend: bool = True
+) -> list[str]:
+    """Return what Home Assistant needs installed to run this configuration.
+
+    ``frontend=False`` leaves out the web UI's package (110 MB), which a
+    ``frontend: development_repo:`` makes unneeded as well.
+    """
+    missing = missing_requirements(configured_domains(configuration))
+    if not frontend or (configuration.get("frontend") or {}).get("development_repo"):
+        missing = [r for r in missing if Requirement(r).name != FRONTEND_PACKAGE]
+    return missing
+
+
+def ensure_requirements(
+    configuration: Mapping[str, Any],
+    *,
+    output: IO[str] | None,
+    frontend: bool = True,
+) -> None:
+    """Install what the configuration needs, pinned as Home Assistant pins it.
+
+    Home Assistant would do this itself at start, but silently, slowly and once
+    per integration; doing it up front lets it run with ``--skip-pip``.
+    """
+    if not (missing := configuration_requirements(configuration, frontend=frontend)):
+        return
+    print(f"Installing for Home Assistant: {' '.join(missing)}", file=output)
+    constraints = _core_components_dir().parent / "package_constraints.txt"
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "--quiet"),
+            *("--constraint", str(constraints), *missing),
+        ],
+        check=True,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+    )
+
+
+def _core_components_dir() -> Path:
+    """Locate ``homeassistant/components`` (Home Assistant's own integrations)."""
+    return Path(homeassistant.components.__file__).parent
+
+
+def _manifest(domain: str) -> dict[str, Any]:
+    """Read an integration's manifest: this one, or one of Home Assistant's."""
+    if domain == INTEGRATION_DOMAIN:
+        path = INTEGRATION_DIR / "manifest.json"
+    else:
+        path = _core_components_dir() / domain / "manifest.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _requirements_closure(domains: Iterable[str]) -> list[str]:
+    """Collect requirements over dependencies and after_dependencies."""
+    pending, seen, requirements = list(domains), set(), []
+    while pending:
+        domain = pending.pop()
+        if domain in seen:
+            continue
+        seen.add(domain)
+        manifest = _manifest(domain)
+        requirements.extend(manifest.get("requirements", []))
+        pending.extend(manifest.get("dependencies", []))
+        pending.extend(manifest.get("after_dependencies", []))
+    return requirements
+
+
+def prepare_config_dir(config_dir: Path) -> None:
+    """Make Home Assistant find the integration: link it into the config dir.
+
+    A link (rather than a copy) means an edit in the repo is live after a
+    Home Assistant restart.
+    """
+    link = config_dir / "custom_components" / INTEGRATION_DOMAIN
+    link.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(os.path.relpath(INTEGRATION_DIR, link.parent))
+    if link.is_symlink() and link.resolve() == INTEGRATION_DIR.resolve():
+        return
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        raise DevEnvironmentError(f"{link} exists and is not a link to {target}")
+    link.symlink_to(target, target_is_directory=True)
+
+
+# --- HTTP ---------------------------------------------------------------------
+
+
+@dataclass
+class HttpResponse:
+    """Status and decoded body of one HTTP exchange."""
+
+    status: int
+    body: Any
+
+
+def http_request(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    json_body: Any = None,
+    form: Mapping[str, str] | None = None,
+    timeout: float = HTTP_TIMEOUT,
+) -> HttpResponse:
+    """Send one request; JSON bodies come back decoded, others as bytes.
+
+    Error statuses are returned, not raised: callers decide what is expected.
+    """
+    headers: dict[str, str] = {}
+    data: bytes | None = None
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if json_body is not None:
+        data = json.dumps(json_body).encode()
+        headers["Content-Type"] = "application/json"
+    elif form is not None:
+        data = urllib.parse.urlencode(form).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return HttpResponse(response.status, _decode(response))
+    except urllib.error.HTTPError as err:
+        return HttpResponse(err.code, _decode(err))
+
+
+def _decode(response: Any) -> Any:
+    raw = response.read()
+    if "json" in (response.headers.get("Content-Type") or ""):
+        return json.loads(raw or b"null")
+    return raw
+
+
+def _expect(response: HttpResponse, what: str, *statuses: int) -> Any:
+    if response.status not in (statuses or (200,)):
+        raise DevEnvironmentError(f"{what}: HTTP {response.status}: {response.body!r}")
+    return response.body
+
+
+# --- processes ----------------------------------------------------------------
+
+
+def start_standin(port: int, *, output: IO[str] | None) -> subprocess.Popen[bytes]:
+    """Start the TTS.ai stand-in server on loopback."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.standin",
+            "--port",
+            str(port),
+            "--host",
+            LOOPBACK,
+        ],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+        # Its own process group: a terminal's Ctrl-C reaches `develop` only,
+        # which then stops the servers in order.
+        start_new_session=True,
+    )
+
+
+def start_hass(config_dir: Path, *, output: IO[str] | None) -> subprocess.Popen[bytes]:
+    """Start Home Assistant on a configuration directory."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "homeassistant", "--config", str(config_dir)),
+            *("--skip-pip", "--log-no-color"),
+        ],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+        start_new_session=True,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """Stop a server started here, with its children: politely, then not."""
+    if process is None or process.poll() is not None:
+        return
+    # SIGTERM to the server itself: Home Assistant then shuts down cleanly
+    # (saving its storage) and ends what it started.
+    process.terminate()
+    try:
+        process.wait(PROCESS_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def wait_for_http(
+    url: str, process: subprocess.Popen[bytes], *, what: str, timeout: float
+) -> HttpResponse:
+    """Poll a URL until it answers with anything but a connection error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise DevEnvironmentError(f"{what} exited with code {process.returncode}")
+        try:
+            return http_request("GET", url, timeout=5)
+        except OSError:  # refused, reset or timed out: not serving yet
+            if time.monotonic() > deadline:
+                raise DevEnvironmentError(
+                    f"{what} did not answer at {url} in {timeout:.0f} s"
+                ) from None
+            time.sleep(0.25)
+
+
+def wait_until_running(url: str, token: str, hass: subprocess.Popen[bytes]) -> None:
+    """Wait for Home Assistant to finish starting, not just to serve HTTP.
+
+    Its HTTP server (and onboarding) is up early in the start; until the core
+    runs, SIGTERM is not yet handled, and stopping it then would lose what
+    onboarding and the config flow stored.
+    """
+    deadline = time.monotonic() + HASS_START_TIMEOUT
+    while True:
+        state = http_request("GET", f"{url}/api/core/state", token=token)
+        if state.status == 200 and state.body["state"] == "RUNNING":
+            return
+        if hass.poll() is not None:
+            raise DevEnvironmentError(f"Home Assistant exited with {hass.returncode}")
+        if time.monotonic() > deadline:
+            raise DevEnvironmentError(f"Home Assistant did not start: {state}")
+        time.sleep(0.25)
+
+
+def standin_api_key() -> str:
+    """Return the demo key the stand-in accepts (its own constant)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from tests.standin import DEFAULT_API_KEY  # noqa: PLC0415 - repo-local import
+
+    return DEFAULT_API_KEY
+
+
+# --- onboarding and the TTS.ai entry ------------------------------------------
+
+
+def onboard_or_log_in(url: str) -> str:
+    """Finish whatever onboarding is left, or log in; return an access token.
+
+    The steps are the ones the frontend takes, through the same endpoints.
+    """
+    client_id = f"{url}/"
+    status = http_request("GET", f"{url}/api/onboarding")
+    if status.status == 404:  # onboarded: the onboarding views are gone
+        return _exchange_code(url, client_id, _log_in(url, client_id))
+    done = {
+        step["step"] for step in _expect(status, "onboarding status") if step["done"]
+    }
+
+    if "user" in done:
+        auth_code = _log_in(url, client_id)
+    else:
+        created = http_request(
+            "POST",
+            f"{url}/api/onboarding/users",
+            json_body={
+                "client_id": client_id,
+                "name": DEV_NAME,
+                "username": DEV_USERNAME,
+                "password": DEV_PASSWORD,
+                "language": DEV_LANGUAGE,
+            },
+        )
+        auth_code = _expect(created, "creating the dev user")["auth_code"]
+    token = _exchange_code(url, client_id, auth_code)
+
+    for step in ("core_config", "analytics"):
+        if step not in done:
+            answer = http_request("POST", f"{url}/api/onboarding/{step}", token=token)
+            _expect(answer, f"onboarding step {step}")
+    if "integration" not in done:
+        answer = http_request(
+            "POST",
+            f"{url}/api/onboarding/integration",
+            token=token,
+            json_body={
+                "client_id": client_id,
+                "redirect_uri": f"{client_id}?auth_callback=1",
+            },
+        )
+        _expect(answer, "onboarding step integration")
+    return token
+
+
+def _log_in(url: str, client_id: str) -> str:
+    """Log in as the dev user through the login flow; return an auth code."""
+    flow = http_request(
+        "POST",
+        f"{url}/auth/login_flow",
+        json_body={
+            "client_id": client_id,
+            "handler": ["homeassistant", None],
+            "redirect_uri": f"{client_id}?auth_callback=1",
+        },
+    )
+    flow_id = _expect(flow, "starting a login")["flow_id"]
+    result = http_request(
+        "POST",
+        f"{url}/auth/login_flow/{flow_id}",
+        json_body={
+            "client_id": client_id,
+            "username": DEV_USERNAME,
+            "password": DEV_PASSWORD,
+        },
+    )
+    body = _expect(result, "logging in")
+    if body.get("type") != "create_entry":
+        raise DevEnvironmentError(
+            f"cannot log in as {DEV_USERNAME!r}/{DEV_PASSWORD!r} "
+            f"(changed? delete config/.storage to start afresh): {body}"
+        )
+    return body["result"]
+
+
+def _exchange_code(url: str, client_id: str, auth_code: str) -> str:
+    answer = http_request(
+        "POST",
+        f"{url}/auth/token",
+        form={
+            "grant_type": "authorization_code",
+            "code": auth_code,
+            "client_id": client_id,
+        },
+    )
+    return _expect(answer, "exchanging the auth code")["access_token"]
+
+
+def ensure_tts_ai_entry(
+    url: str, token: str, *, api_key: str, base_url: str
+) -> dict[str, Any]:
+    """Return the TTS.ai config entry, created through the config flow if absent."""
+    entries = http_request(
+        "GET",
+        f"{url}/api/config/config_entries/entry?domain={INTEGRATION_DOMAIN}",
+        token=token,
+    )
+    if existing := _expect(entries, "listing config entries"):
+        return existing[0]
+
+    flow = http_request(
+        "POST",
+        f"{url}/api/config/config_entries/flow",
+        token=token,
+        json_body={"handler": INTEGRATION_DOMAIN, "show_advanced_options": True},
+    )
+    flow_id = _expect(flow, "starting the TTS.ai config flow")["flow_id"]
+    # The first step is a menu: the cloud (with on-device fallback) or device only.
+    menu = http_request(
+        "POST",
+        f"{url}/api/config/config_entries/flow/{flow_id}",
+        token=token,
+        json_body={"next_step_id": "cloud"},
+    )
+    _expect(menu, "choosing the TTS.ai cloud")
+    result = http_request(
+        "POST",
+        f"{url}/api/config/config_entries/flow/{flow_id}",
+        token=token,
+        json_body={"api_key": api_key, "base_url": base_url},
+    )
+    body = _expect(result, "submitting the TTS.ai config flow")
+    if body.get("type") != "create_entry":
+        raise DevEnvironmentError(f"the TTS.ai config flow did not finish: {body}")
+    return body["result"]
+
+
+def remove_failed_onboarding_entries(url: str, token: str) -> list[str]:
+    """Delete the entries onboarding made that cannot work offline.
+
+    Finishing onboarding sets up a few cloud services (Google Translate speech,
+    the Met weather, radio browser); without their packages (and the network)
+    they only show as failed in the UI. Returns the domains removed.
+    """
+    entries = http_request("GET", f"{url}/api/config/config_entries/entry", token=token)
+    removed = []
+    for entry in _expect(entries, "listing config entries"):
+        if entry.get("source") == "onboarding" and entry["state"] == "setup_error":
+            answer = http_request(
+                "DELETE",
+                f"{url}/api/config/config_entries/entry/{entry['entry_id']}",
+                token=token,
+            )
+            _expect(answer, f"removing the {entry['domain']} entry")
+            removed.append(entry["domain"])
+    return removed
+
+
+# --- the whole environment ----------------------------------------------------
+
+
+@dataclass
+class DevInstance:
+    """A running Home Assistant with a TTS.ai entry, and the stand-in it uses."""
+
+    config_dir: Path
+    hass_url: str
+    standin_url: str
+    api_key: str
+    token: str
+    entry: dict[str, Any]
+    hass: subprocess.Popen[bytes]
+    standin: subprocess.Popen[bytes]
+    output: IO[str] | None
+
+    def restart_hass(self) -> None:
+        """Start Home Assistant again (after it exited to restart itself)."""
+        stop_process(self.hass)
+        self.hass = start_hass(self.config_dir, output=self.output)
+        wait_for_http(
+            f"{self.hass_url}/api/",
+            self.hass,
+            what="Home Assistant",
+            timeout=HASS_START_TIMEOUT,
+        )
+        wait_until_running(self.hass_url, self.token, self.hass)
+
+
+@contextlib.contextmanager
+def running_instance(
+    config_dir: Path,
+    *,
+    standin_port: int = DEFAULT_STANDIN_PORT,
+    output: IO[str] | None = None,
+) -> Iterator[DevInstance]:
+    """Bring the environment up; stop both servers on leaving, even on error.
+
+    ``config_dir`` must hold a ``configuration.yaml``; its ``http:`` section
+    says where Home Assistant serves. ``output`` receives both servers' logs
+    (``None``: the caller's stdout).
+    """
+    configuration = load_configuration(config_dir)
+    ensure_requirements(configuration, output=output)
+    prepare_config_dir(config_dir)
+    url = hass_url(configuration)
+
+    standin = start_standin(standin_port, output=output)
+    hass: subprocess.Popen[bytes] | None = None
+    try:
+        standin_url = f"http://{LOOPBACK}:{standin_port}/v1/"
+        wait_for_http(
+            f"{standin_url}models/",
+            standin,
+            what="the TTS.ai stand-in",
+            timeout=STANDIN_START_TIMEOUT,
+        )
+        hass = start_hass(config_dir, output=output)
+        wait_for_http(
+            f"{url}/api/", hass, what="Home Assistant", timeout=HASS_START_TIMEOUT
+        )
+        token = onboard_or_log_in(url)
+        wait_until_running(url, token, hass)
+        api_key = standin_api_key()
+        entry = ensure_tts_ai_entry(url, token, api_key=api_key, base_url=standin_url)
+        remove_failed_onboarding_entries(url, token)
+        instance = DevInstance(
+            config_dir=config_dir,
+            hass_url=url,
+            standin_url=standin_url,
+            api_key=api_key,
+            token=token,
+            entry=entry,
+            hass=hass,
+            standin=standin,
+            output=output,
+        )
+        try:
+            yield instance
+        finally:
+            hass = instance.hass  # it may have been restarted
+    finally:
+        stop_process(hass)
+        stop_process(standin)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the developer's instance until Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="scripts/develop", description=__doc__)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_DIR)
+    parser.add_argument("--standin-port", type=int, default=DEFAULT_STANDIN_PORT)
+    parser.add_argument(
+        "--install-requirements",
+        action="store_true",
+        help="only install what the configuration needs, then exit",
+    )
+    parser.add_argument(
+        "--no-frontend",
+        action="store_true",
+        help="with --install-requirements: leave out the web UI (tests need none)",
+    )
+    args = parser.parse_args(argv)
+    if args.install_requirements:
+        configuration = load_configuration(args.config)
+        ensure_requirements(
+            configuration, output=sys.stdout, frontend=not args.no_frontend
+        )
+        return 0
+    # A `kill` of `develop`, or its terminal closing, stops the servers as
+    # Ctrl-C does (they run in their own sessions and would live on).
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
+
+    try:
+        with running_instance(args.config, standin_port=args.standin_port) as dev:
+            print(
+                "\n"
+                f"Home Assistant: {dev.hass_url}"
+                f"  (login: {DEV_USERNAME} / {DEV_PASSWORD})\n"
+                f"TTS.ai stand-in: {dev.standin_url}  (key: {dev.api_key})\n"
+                f"TTS.ai entry: {dev.entry.get('title')} ({dev.entry.get('state')})\n"
+                "Ctrl-C stops both.\n",
+                flush=True,
+            )
+            while True:
+                time.sleep(0.5)
+                if dev.standin.poll() is not None:
+                    print("The stand-in stopped; stopping Home Assistant.")
+                    return 1
+                if (code := dev.hass.poll()) == HASS_RESTART_EXIT_CODE:
+                    print("Home Assistant asked to restart; starting it again.")
+                    dev.restart_hass()
+                elif code is not None:
+                    print(f"Home Assistant exited with code {code}.")
+                    return 0 if code == 0 else 1
+    except KeyboardInterrupt:
+        print("\nStopped.")
+        return 0
+    except DevEnvironmentError as err:
+        print(f"develop: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""End to end: the `scripts/develop` environment speaks through a real Home Assistant.
+
+This runs the code path of ``scripts/develop`` (``scripts/devenv.py``): a real
+``hass`` process on the repository's development configuration (on a free port,
+in a temporary directory) and the TTS.ai stand-in as a process. It onboards,
+adds the TTS.ai entry through the config flow, calls ``tts.speak`` over the
+REST API and checks that what Home Assistant serves is speech of the message,
+synthesised by the stand-in. The test is synchronous on purpose: it only waits
+on other processes.
+"""
+
+from collections.abc import Iterator
+import importlib.util
+import json
+from pathlib import Path
+import socket
+import subprocess
+import time
+from types import ModuleType
+from typing import Any
+
+from homeassistant.components.media_player import MediaPlayerEntityFeature
+import numpy as np
+import pytest
+
+from tests.standin.engines import transcribe_samples
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MESSAGE = "The garage door is open."
+WHISPER_RATE = 16000
+FFPROBE_JSON = ("ffprobe", "-v", "error", "-print_format", "json")
+FFMPEG_FROM_STDIN = ("ffmpeg", "-v", "error", "-i", "-")
+
+
+def _load_devenv() -> ModuleType:
+    """Import scripts/devenv.py, which is a script and not a package module."""
+    spec = importlib.util.spec_from_file_location(
+        "devenv", REPO_ROOT / "scripts" / "devenv.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+devenv = _load_devenv()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """The developer's configuration.yaml, on a free port, without the web UI.
+
+    The web UI is the one part changed: Home Assistant refuses to run without a
+    frontend (it falls back to recovery mode), and the test needs none of its
+    110 MB, so an empty development checkout of it stands in.
+    """
+    configuration = devenv.load_configuration(devenv.DEFAULT_CONFIG_DIR)
+    configuration["http"] = {**configuration["http"], "server_port": _free_port()}
+    frontend_checkout = tmp_path / "frontend"
+    for served in ("static", "frontend_latest", "frontend_es5"):
+        (frontend_checkout / "hass_frontend" / served).mkdir(parents=True)
+    configuration["frontend"] = {"development_repo": str(frontend_checkout)}
+    directory = tmp_path / "config"
+    devenv.write_configuration(directory, configuration)
+    return directory
+
+
+@pytest.fixture
+def server_log(tmp_path: Path) -> Iterator[Path]:
+    """Both servers' output; its tail is shown when the test fails."""
+    path = tmp_path / "servers.log"
+    yield path
+    # pytest shows this only for a failing test.
+    print(path.read_text(errors="replace")[-6000:] if path.exists() else "")
+
+
+def _template(dev: Any, template: str) -> Any:
+    """Render a template in Home Assistant; the templates here render JSON."""
+    answer = devenv.http_request(
+        "POST",
+        f"{dev.hass_url}/api/template",
+        token=dev.token,
+        json_body={"template": template},
+    )
+    assert answer.status == 200, answer
+    return json.loads(answer.body)
+
+
+def _state(dev: Any, entity_id: str) -> dict[str, Any]:
+    answer = devenv.http_request(
+        "GET", f"{dev.hass_url}/api/states/{entity_id}", token=dev.token
+    )
+    assert answer.status == 200, answer
+    return answer.body
+
+
+def _player_that_plays_media(dev: Any) -> str:
+    """The first demo media player that accepts play_media (demo loads late)."""
+    for _ in range(120):
+        players = _template(
+            dev,
+            "{{ integration_entities('demo') | select('match', 'media_player[.]')"
+            " | list | tojson }}",
+        )
+        for player in players:
+            features = _state(dev, player)["attributes"]["supported_features"]
+            if features & MediaPlayerEntityFeature.PLAY_MEDIA:
+                return player
+        time.sleep(0.25)
+    pytest.fail("no demo media player that plays media")
+
+
+def _audio_format(audio: bytes) -> tuple[str, str]:
+    """The container and the codec of the only stream, as ffprobe reads them."""
+    result = subprocess.run(
+        [*FFPROBE_JSON, "-show_format", "-show_streams", "-"],
+        input=audio,
+        capture_output=True,
+        check=True,
+    )
+    probe = json.loads(result.stdout)
+    [stream] = probe["streams"]
+    assert stream["codec_type"] == "audio"
+    return probe["format"]["format_name"], stream["codec_name"]
+
+
+def _decode(audio: bytes) -> np.ndarray:
+    """Decode with ffmpeg to 16 kHz mono float32, what faster-whisper takes."""
+    decoded = subprocess.run(
+        [*FFMPEG_FROM_STDIN, "-ac", "1", "-ar", str(WHISPER_RATE), "-f", "f32le", "-"],
+        input=audio,
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(decoded, dtype=np.float32)
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c if c.isalnum() else " " for c in text.lower()).split()
+
+
+def test_develop_environment_speaks_through_home_assistant(
+    socket_enabled: None, config_dir: Path, server_log: Path
+) -> None:
+    """Fresh config: onboarded, entry added, tts.speak plays stand-in speech."""
+    standin_port = _free_port()
+    with (
+        server_log.open("w") as output,
+        devenv.running_instance(
+            config_dir, standin_port=standin_port, output=output
+        ) as dev,
+    ):
+        assert dev.entry["domain"] == "tts_ai"
+        assert dev.entry["state"] == "loaded"
+        # Nothing shows as failed on the Integrations page of the fresh instance.
+        entries = devenv.http_request(
+            "GET", f"{dev.hass_url}/api/config/config_entries/entry", token=dev.token
+        ).body
+        assert [e["domain"] for e in entries if e["state"] == "setup_error"] == []
+        [tts_entity] = _template(
+            dev,
+            "{{ integration_entities('tts_ai') | select('match', 'tts[.]')"
+            " | list | tojson }}",
+        )
+        player = _player_that_plays_media(dev)
+
+        spoken = devenv.http_request(
+            "POST",
+            f"{dev.hass_url}/api/services/tts/speak",
+            token=dev.token,
+            json_body={
+                "entity_id": tts_entity,
+                "media_player_entity_id": player,
+                "message": MESSAGE,
+            },
+        )
+        assert spoken.status == 200, spoken
+        played = _state(dev, player)["attributes"]["media_content_id"]
+        assert tts_entity in played
+
+        # The same message from the same engine: the audio the player was given.
+        url = devenv.http_request(
+            "POST",
+            f"{dev.hass_url}/api/tts_get_url",
+            token=dev.token,
+            json_body={"engine_id": tts_entity, "message": MESSAGE},
+        )
+        assert url.status == 200, url
+        audio = devenv.http_request("GET", f"{dev.hass_url}{url.body['path']}")
+        assert audio.status == 200
+
+    # HA hands players MP3 (it transcodes whatever the engine returned).
+    assert _audio_format(audio.body) == ("mp3", "mp3")
+    samples = _decode(audio.body)
+    assert len(samples) / WHISPER_RATE > 1.0  # a short sentence, not a click
+    heard = " ".join(segment.text for segment in transcribe_samples(samples))
+    assert _words(heard)[-4:] == ["garage", "door", "is", "open"], heard
+    # The stand-in spoke it (not the integration's on-device fallback voice).
+    assert '"POST /v1/tts/ HTTP/1.1" 200' in server_log.read_text()
+
+
+def test_develop_second_run_skips_onboarding(
+    socket_enabled: None, config_dir: Path, server_log: Path
+) -> None:
+    """On an existing config, develop logs in and keeps the entry it made."""
+    standin_port = _free_port()  # develop always uses the same one
+    with server_log.open("w") as output:
+        with devenv.running_instance(
+            config_dir, standin_port=standin_port, output=output
+        ) as first:
+            first_entry = first.entry["entry_id"]
+        with devenv.running_instance(
+            config_dir, standin_port=standin_port, output=output
+        ) as second:
+            onboarding = devenv.http_request("GET", f"{second.hass_url}/api/onboarding")
+            assert onboarding.status == 404  # HA drops the views once onboarded
+            assert second.entry["entry_id"] == first_entry
+            assert second.entry["state"] == "loaded"
