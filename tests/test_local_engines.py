@@ -190,7 +190,9 @@ async def test_stopping_early_synthesises_at_most_one_piece_more(
 
     assert first.text == "One."
     started = [text for kind, text in render_events if kind == "start"]
-    assert started == ["One.", "Two."]
+    # The piece synthesised ahead may or may not have left the executor queue
+    # before the stream closed; nothing after it ever starts.
+    assert started in (["One."], ["One.", "Two."])
 
 
 async def test_long_first_sentence_is_split_at_clauses(
