@@ -1,0 +1,383 @@
+"""On-device fallback inside Home Assistant: speech never stops with the cloud."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from http import HTTPStatus
+from pathlib import Path
+import time
+from typing import Any
+from unittest.mock import patch
+
+from homeassistant.components import media_source
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.setup import async_setup_component
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.tts_ai.local_speech import ModelStatus
+from tests.audio import decode_pcm
+from tests.model_server import ModelServer
+from tests.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
+
+from .conftest import make_entry
+from .test_stt import HEADERS, STT_ENTITY
+from .test_tts import TTS_ENTITY, speak
+
+ACTIVE_ENGINE = "sensor.tts_ai_active_engine"
+CLOUD_REACHABLE = "binary_sensor.tts_ai_cloud_reachable"
+LOCAL_MODELS = "sensor.tts_ai_on_device_models"
+ANNOUNCEMENT = "The garage door is open. Please close it."
+
+
+@pytest.fixture(scope="session")
+def shared_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A config dir whose models are downloaded once for the whole session."""
+    return tmp_path_factory.mktemp("config")
+
+
+@pytest.fixture
+async def model_server(socket_enabled: None) -> AsyncGenerator[ModelServer]:
+    """Piper voices and Whisper models, served like their real hosts."""
+    async with ModelServer() as server:
+        yield server
+
+
+async def wait_for_models(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Wait until the on-device models are downloaded and loaded."""
+    local = entry.runtime_data.local
+    async with asyncio.timeout(120):
+        while local.status != ModelStatus.READY:
+            assert local.status != ModelStatus.FAILED, local.error
+            await asyncio.sleep(0.05)
+    await hass.async_block_till_done()
+
+
+async def setup_fallback_entry(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    model_server: ModelServer,
+    config_dir: Path,
+    **options: Any,
+) -> MockConfigEntry:
+    """Set up a cloud-first entry whose device models come from loopback."""
+    hass.config.config_dir = str(config_dir)
+    hass.config.language = "en"
+    hass.config.country = "US"
+    entry = make_entry(
+        standin,
+        mode="cloud_first",
+        piper_voices_url=model_server.piper_base_url,
+        whisper_models_url=model_server.hf_base_url,
+        hedge_deadline=0.5,
+        # The model server has tiny.en (x86 would pick base).
+        whisper_model="tiny.en",
+        **options,
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for_models(hass, entry)
+    return entry
+
+
+@pytest.fixture
+async def fallback_entry(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+) -> MockConfigEntry:
+    """A cloud-first entry with its device models ready."""
+    assert await async_setup_component(hass, "media_source", {})
+    return await setup_fallback_entry(hass, standin, model_server, shared_config_dir)
+
+
+async def heard(audio: bytes) -> str:
+    """Return what Whisper hears in audio, lower-cased."""
+    return (await transcribe_pcm(await decode_pcm(audio))).lower()
+
+
+async def test_models_are_fetched_at_setup(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    model_server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    """Setting up fetches the voice and the speech model before any outage."""
+    entry = await setup_fallback_entry(hass, standin, model_server, tmp_path)
+
+    assert hass.states.get(LOCAL_MODELS).state == "ready"
+    assert hass.states.get(LOCAL_MODELS).attributes["progress"] == {
+        "en_US-joe-medium": 100,
+        "tiny.en": 100,
+    }
+    assert model_server.requests_for("*en_US-joe-medium.onnx")
+    assert model_server.requests_for("*faster-whisper-tiny.en/resolve/main/model.bin")
+    models = tmp_path / "tts_ai" / "models"
+    assert (models / "piper" / "en_US-joe-medium" / "en_US-joe-medium.onnx").is_file()
+    assert not list(models.rglob("*.part"))
+    assert entry.runtime_data.local.piper.loaded_voices == ["en_US-joe-medium"]
+
+
+CLOUD_FAULTS = [
+    pytest.param(Fault.REFUSE, {}, id="refuse"),
+    pytest.param(Fault.HANG, {}, id="hang"),
+    pytest.param(Fault.SLOW_FIRST_BYTE, {"delay": 20.0}, id="slow_first_byte"),
+    pytest.param(Fault.INTERNAL_ERROR, {}, id="500"),
+    pytest.param(Fault.MODEL_LOADING, {}, id="503"),
+    pytest.param(Fault.RATE_LIMITED, {}, id="429"),
+    pytest.param(Fault.INSUFFICIENT_CREDITS, {}, id="402"),
+]
+
+
+@pytest.mark.parametrize(("fault", "kwargs"), CLOUD_FAULTS)
+async def test_speech_survives_cloud_fault(
+    hass: HomeAssistant,
+    hass_client,
+    fallback_entry: MockConfigEntry,
+    standin: StandinServer,
+    fault: Fault,
+    kwargs: dict[str, Any],
+) -> None:
+    """Whatever the cloud does, tts.speak plays the whole announcement."""
+    standin.inject(fault, **kwargs)
+    started = time.monotonic()
+    audio = await speak(hass, hass_client, ANNOUNCEMENT)
+    # Hedging: a silent cloud does not make the house wait for a timeout.
+    assert time.monotonic() - started < 15
+    words = await heard(audio)
+    assert "garage door is open" in words
+    assert "close it" in words
+    assert hass.states.get(ACTIVE_ENGINE).state == "local"
+
+
+@pytest.mark.parametrize(("fault", "kwargs"), CLOUD_FAULTS)
+async def test_transcription_survives_cloud_fault(
+    hass: HomeAssistant,
+    hass_client,
+    fallback_entry: MockConfigEntry,
+    standin: StandinServer,
+    fault: Fault,
+    kwargs: dict[str, Any],
+) -> None:
+    """Whatever the cloud does, Assist still gets the words."""
+    standin.inject(fault, **kwargs)
+    pcm = await decode_pcm(await synthesize_wav("Turn off the bedroom lights."))
+    client = await hass_client()
+    response = await client.post(f"/api/stt/{STT_ENTITY}", data=pcm, headers=HEADERS)
+    assert response.status == HTTPStatus.OK
+    body = await response.json()
+    assert body["result"] == "success"
+    assert "bedroom lights" in body["text"].lower()
+
+
+async def test_broken_stream_is_finished_on_the_device(
+    hass: HomeAssistant,
+    hass_client,
+    fallback_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A cloud stream that breaks off is continued by the device, not cut off."""
+    standin.inject(Fault.TRUNCATED_STREAM, path="tts/", times=1)
+    audio = await speak(
+        hass,
+        hass_client,
+        "Good evening. The alarm is now armed. All windows are closed.",
+    )
+    words = await heard(audio)
+    assert "alarm is now armed" in words
+    assert "windows are closed" in words
+    # The first sentence went to the cloud and broke; the rest never asked it.
+    assert [r.path for r in standin.requests if r.path == "tts/"] == ["tts/"]
+    assert hass.states.get(CLOUD_REACHABLE).state == "off"
+
+
+async def test_recovery_uses_the_cloud_and_not_cached_fallback_audio(
+    hass: HomeAssistant,
+    hass_client,
+    fallback_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """After an outage the next identical announcement is the cloud's again."""
+    await speak(hass, hass_client, "Dinner is ready.")
+    assert hass.states.get(ACTIVE_ENGINE).state == "cloud"
+
+    standin.inject(Fault.REFUSE)
+    await speak(hass, hass_client, "The post has arrived.")
+    assert hass.states.get(ACTIVE_ENGINE).state == "local"
+    assert hass.states.get(CLOUD_REACHABLE).state == "off"
+
+    # While the cloud is down, the breaker spares it the same announcement.
+    standin.clear_faults()
+    before = len(standin.requests)
+    await speak(hass, hass_client, "The post has arrived.")
+    assert len(standin.requests) == before
+
+    # The probe back-off has passed: the cloud is asked and speaks again, and
+    # the announcement made on the device during the outage is not replayed.
+    breaker = fallback_entry.runtime_data.policy.breaker
+    breaker.clock = lambda: time.monotonic() + 3600
+    audio = await speak(hass, hass_client, "The post has arrived.")
+    sent = [r.json["text"] for r in standin.requests[before:] if r.path == "tts/"]
+    assert sent == ["The post has arrived."]
+    assert "post has arrived" in await heard(audio)
+    assert hass.states.get(ACTIVE_ENGINE).state == "cloud"
+    assert hass.states.get(CLOUD_REACHABLE).state == "on"
+
+    # Cloud audio made before the outage is still served from the cache.
+    before = len(standin.requests)
+    await speak(hass, hass_client, "The post has arrived.")
+    assert len(standin.requests) == before
+
+
+async def test_caller_mistakes_are_reported_not_masked(
+    hass: HomeAssistant,
+    hass_client,
+    fallback_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A voice the model does not have (404) is an error, not device speech."""
+    from homeassistant.components import tts
+
+    stream = tts.async_create_stream(
+        hass, TTS_ENTITY, "en", {"voice": "af_bella", "model": "piper"}
+    )
+    stream.async_set_message("Hello.")
+    with pytest.raises(HomeAssistantError) as err:
+        b"".join([c async for c in stream.async_stream_result()])
+    assert err.value.translation_key == "not_found"
+    assert hass.states.get(CLOUD_REACHABLE).state == "on"
+
+
+async def test_missing_packages_raise_a_repair_issue(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Where the engines cannot be installed, the cloud works and a repair says why."""
+    entry = make_entry(standin, mode="cloud_first")
+    entry.add_to_hass(hass)
+    with patch(
+        "custom_components.tts_ai.local_speech.missing_packages",
+        return_value=["onnxruntime"],
+    ):
+        assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    issue = issue_registry.async_get_issue("tts_ai", f"local_packages_{entry.entry_id}")
+    assert issue is not None
+    assert issue.translation_placeholders["packages"] == "onnxruntime"
+    assert hass.states.get(LOCAL_MODELS).state == "unavailable"
+    assert hass.states.get(TTS_ENTITY) is not None
+
+
+async def test_another_engine_speaks_and_listens_in_the_clouds_place(
+    hass: HomeAssistant,
+    hass_client,
+    standin: StandinServer,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+) -> None:
+    """With "another engine", the fallback is a second TTS/STT entity."""
+    assert await async_setup_component(hass, "media_source", {})
+    hass.config.config_dir = str(shared_config_dir)
+    hass.config.language = "en"
+    hass.config.country = "US"
+    device = MockConfigEntry(
+        domain="tts_ai",
+        title="TTS.ai (on device)",
+        unique_id="local_only",
+        data={},
+        options={
+            "mode": "local_only",
+            "local_engine": "built_in",
+            "piper_voices_url": model_server.piper_base_url,
+            "whisper_models_url": model_server.hf_base_url,
+            "whisper_model": "tiny.en",
+        },
+    )
+    device.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(device.entry_id)
+    await wait_for_models(hass, device)
+
+    cloud = make_entry(
+        standin,
+        mode="cloud_first",
+        local_engine="entity",
+        local_tts_entity="tts.tts_ai_on_device_text_to_speech",
+        local_stt_entity="stt.tts_ai_on_device_speech_to_text",
+        hedge_deadline=0.5,
+    )
+    cloud.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(cloud.entry_id)
+    await hass.async_block_till_done()
+
+    standin.inject(Fault.REFUSE)
+    audio = await speak(hass, hass_client, ANNOUNCEMENT)
+    assert "garage door is open" in await heard(audio)
+
+    pcm = await decode_pcm(await synthesize_wav("Open the blinds."))
+    client = await hass_client()
+    response = await client.post(f"/api/stt/{STT_ENTITY}", data=pcm, headers=HEADERS)
+    assert "blinds" in (await response.json())["text"].lower()
+
+
+async def test_local_only_entry_works_without_any_cloud(
+    hass: HomeAssistant,
+    hass_client,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+) -> None:
+    """A key-less entry speaks and transcribes on the device alone."""
+    assert await async_setup_component(hass, "media_source", {})
+    hass.config.config_dir = str(shared_config_dir)
+    hass.config.language = "en"
+    hass.config.country = "US"
+    entry = MockConfigEntry(
+        domain="tts_ai",
+        title="TTS.ai (on device)",
+        unique_id="local_only",
+        data={},
+        options={
+            "mode": "local_only",
+            "local_engine": "built_in",
+            "piper_voices_url": model_server.piper_base_url,
+            "whisper_models_url": model_server.hf_base_url,
+            "whisper_model": "tiny.en",
+        },
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for_models(hass, entry)
+    local_tts = "tts.tts_ai_on_device_text_to_speech"
+    assert hass.states.get(CLOUD_REACHABLE) is None
+
+    calls_audio = await speak_with(hass, hass_client, local_tts, ANNOUNCEMENT)
+    assert "garage door is open" in await heard(calls_audio)
+
+
+async def speak_with(
+    hass: HomeAssistant, hass_client, entity_id: str, message: str
+) -> bytes:
+    """Like `speak`, for another TTS entity."""
+    from pytest_homeassistant_custom_component.common import async_mock_service
+
+    calls = async_mock_service(hass, "media_player", "play_media")
+    await hass.services.async_call(
+        "tts",
+        "speak",
+        {
+            "entity_id": entity_id,
+            "media_player_entity_id": "media_player.kitchen",
+            "message": message,
+        },
+        blocking=True,
+    )
+    media = await media_source.async_resolve_media(
+        hass, calls[0].data["media_content_id"], None
+    )
+    response = await (await hass_client()).get(media.url)
+    assert response.status == HTTPStatus.OK
+    return await response.read()
