@@ -45,6 +45,15 @@ DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 CONFIGURATION_FILE = "configuration.yaml"
 FRONTEND_PACKAGE = "home-assistant-frontend"
 DEFAULT_STANDIN_PORT = 8765
+# The cloud voice settings the dev entry keeps (the integration's defaults).
+DEV_CLOUD_OPTIONS = {
+    "model": "kokoro",
+    "voice": "af_bella",
+    "language": "en",
+    "format": "mp3",
+    "speed": 1.0,
+    "stt_model": "whisper",
+}
 LOOPBACK = "127.0.0.1"
 
 DEV_NAME = "Developer"
@@ -289,16 +298,21 @@ def _expect(response: HttpResponse, what: str, *statuses: int) -> Any:
 
 def start_standin(port: int, *, output: IO[str] | None) -> subprocess.Popen[bytes]:
     """Start the TTS.ai stand-in server on loopback."""
+    return _start_module(
+        ["tests.standin", "--port", str(port), "--host", LOOPBACK], output=output
+    )
+
+
+def start_model_server(port: int, *, output: IO[str] | None) -> subprocess.Popen[bytes]:
+    """Serve Piper voices and Whisper models on loopback, as their hosts do."""
+    return _start_module(["tests.model_server", "--port", str(port)], output=output)
+
+
+def _start_module(
+    arguments: list[str], *, output: IO[str] | None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.standin",
-            "--port",
-            str(port),
-            "--host",
-            LOOPBACK,
-        ],
+        [sys.executable, "-m", *arguments],
         cwd=REPO_ROOT,
         stdin=subprocess.DEVNULL,
         stdout=output,
@@ -480,7 +494,7 @@ def _exchange_code(url: str, client_id: str, auth_code: str) -> str:
 
 
 def ensure_tts_ai_entry(
-    url: str, token: str, *, api_key: str, base_url: str
+    url: str, token: str, *, api_key: str, base_url: str, models_url: str
 ) -> dict[str, Any]:
     """Return the TTS.ai config entry, created through the config flow if absent."""
     entries = http_request(
@@ -515,7 +529,51 @@ def ensure_tts_ai_entry(
     body = _expect(result, "submitting the TTS.ai config flow")
     if body.get("type") != "create_entry":
         raise DevEnvironmentError(f"the TTS.ai config flow did not finish: {body}")
+    configure_fallback(url, token, body["result"]["entry_id"], models_url=models_url)
     return body["result"]
+
+
+def configure_fallback(
+    url: str, token: str, entry_id: str, *, models_url: str
+) -> dict[str, Any]:
+    """Point the entry's on-device fallback at the local model server.
+
+    Goes through the integration's own options flow: first the cloud voice
+    settings (kept at their defaults), then the fallback step.
+    """
+    flow = http_request(
+        "POST",
+        f"{url}/api/config/config_entries/options/flow",
+        token=token,
+        json_body={"handler": entry_id},
+    )
+    flow_id = _expect(flow, "opening the TTS.ai options")["flow_id"]
+    cloud = http_request(
+        "POST",
+        f"{url}/api/config/config_entries/options/flow/{flow_id}",
+        token=token,
+        json_body=DEV_CLOUD_OPTIONS,
+    )
+    _expect(cloud, "submitting the TTS.ai cloud options")
+    result = http_request(
+        "POST",
+        f"{url}/api/config/config_entries/options/flow/{flow_id}",
+        token=token,
+        json_body={
+            "mode": "cloud_first",
+            "local_engine": "built_in",
+            "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
+            "whisper_models_url": models_url,
+            # What the model server has: the real Joe voice and Whisper tiny.en.
+            "local_voices": ["en_US-joe-medium"],
+            "whisper_model": "tiny.en",
+            "hedge_deadline": 1.5,
+        },
+    )
+    body = _expect(result, "submitting the TTS.ai fallback options")
+    if body.get("type") != "create_entry":
+        raise DevEnvironmentError(f"the TTS.ai options flow did not finish: {body}")
+    return body
 
 
 def remove_failed_onboarding_entries(url: str, token: str) -> list[str]:
@@ -588,6 +646,10 @@ def running_instance(
     url = hass_url(configuration)
 
     standin = start_standin(standin_port, output=output)
+    # The on-device fallback downloads its models from here (port after the
+    # stand-in's), as it would from Hugging Face.
+    models = start_model_server(standin_port + 1, output=output)
+    models_url = f"http://{LOOPBACK}:{standin_port + 1}"
     hass: subprocess.Popen[bytes] | None = None
     try:
         standin_url = f"http://{LOOPBACK}:{standin_port}/v1/"
@@ -604,7 +666,15 @@ def running_instance(
         token = onboard_or_log_in(url)
         wait_until_running(url, token, hass)
         api_key = standin_api_key()
-        entry = ensure_tts_ai_entry(url, token, api_key=api_key, base_url=standin_url)
+        wait_for_http(
+            f"{models_url}/rhasspy/piper-voices/resolve/main/voices.json",
+            models,
+            what="the model server",
+            timeout=STANDIN_START_TIMEOUT,
+        )
+        entry = ensure_tts_ai_entry(
+            url, token, api_key=api_key, base_url=standin_url, models_url=models_url
+        )
         remove_failed_onboarding_entries(url, token)
         instance = DevInstance(
             config_dir=config_dir,
@@ -624,6 +694,7 @@ def running_instance(
     finally:
         stop_process(hass)
         stop_process(standin)
+        stop_process(models)
 
 
 def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:

@@ -23,6 +23,7 @@ is recorded, and faults can be injected per path. Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 import enum
 from fnmatch import fnmatchcase
@@ -148,9 +149,10 @@ class _Catalogue:
 class ModelServer:
     """The model hosts on loopback; see the module docstring."""
 
-    def __init__(self, *, host: str = "127.0.0.1") -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         """Prepare the server; :meth:`start` builds the files and listens."""
         self._host = host
+        self._wanted_port = port
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
         self._workdir: Path | None = None
@@ -183,7 +185,7 @@ class ModelServer:
         # Bind the socket here (port 0 = any free one) to learn the port.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, 0))
+        sock.bind((self._host, self._wanted_port))
         self._port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
         _LOGGER.debug("Model server listening on %s", self.url)
@@ -574,3 +576,25 @@ __all__ = [
     "ServedFile",
     "ServedRequest",
 ]
+
+
+async def _serve_forever(port: int) -> None:
+    async with ModelServer(port=port) as server:
+        print(f"Model server: Piper voices at {server.piper_base_url}", flush=True)
+        print(f"Model server: Whisper models at {server.hf_base_url}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    """Serve the models until interrupted (used by `scripts/develop`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8766)
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.port))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,6 +26,7 @@ import pytest
 from tests.standin.engines import transcribe_samples
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+OUTAGE_MESSAGE = "Attention. The back door is open."
 MESSAGE = "The garage door is open."
 WHISPER_RATE = 16000
 FFPROBE_JSON = ("ffprobe", "-v", "error", "-print_format", "json")
@@ -194,6 +195,41 @@ def test_develop_environment_speaks_through_home_assistant(
         assert url.status == 200, url
         audio = devenv.http_request("GET", f"{dev.hass_url}{url.body['path']}")
         assert audio.status == 200
+
+        # The cloud goes away: the device speaks with the models the entry
+        # fetched at set-up from the (loopback) model host.
+        [models_sensor] = _template(
+            dev,
+            "{{ integration_entities('tts_ai') | select('search', 'on_device_models')"
+            " | list | tojson }}",
+        )
+        deadline = time.monotonic() + 90
+        while _state(dev, models_sensor)["state"] != "ready":
+            assert time.monotonic() < deadline, _state(dev, models_sensor)
+            time.sleep(0.5)
+        devenv.stop_process(dev.standin)
+        outage_url = devenv.http_request(
+            "POST",
+            f"{dev.hass_url}/api/tts_get_url",
+            token=dev.token,
+            json_body={"engine_id": tts_entity, "message": OUTAGE_MESSAGE},
+        )
+        assert outage_url.status == 200, outage_url
+        outage_audio = devenv.http_request(
+            "GET", f"{dev.hass_url}{outage_url.body['path']}"
+        )
+        assert outage_audio.status == 200
+        [engine_sensor] = _template(
+            dev,
+            "{{ integration_entities('tts_ai') | select('search', 'active_engine')"
+            " | list | tojson }}",
+        )
+        assert _state(dev, engine_sensor)["state"] == "local"
+
+    outage_heard = " ".join(
+        segment.text for segment in transcribe_samples(_decode(outage_audio.body))
+    )
+    assert _words(outage_heard)[-4:] == ["back", "door", "is", "open"], outage_heard
 
     # HA hands players MP3 (it transcodes whatever the engine returned).
     assert _audio_format(audio.body) == ("mp3", "mp3")

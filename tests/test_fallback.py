@@ -381,3 +381,66 @@ async def speak_with(
     response = await (await hass_client()).get(media.url)
     assert response.status == HTTPStatus.OK
     return await response.read()
+
+
+async def test_diagnostics_of_a_fallback_entry(
+    hass: HomeAssistant, hass_client, fallback_entry: MockConfigEntry, standin
+) -> None:
+    """Diagnostics show the engines' state, never the key."""
+    from pytest_homeassistant_custom_component.components.diagnostics import (
+        get_diagnostics_for_config_entry,
+    )
+
+    assert await async_setup_component(hass, "diagnostics", {})
+    standin.inject(Fault.INSUFFICIENT_CREDITS)
+    await speak(hass, hass_client, "Hello.")
+    diagnostics = await get_diagnostics_for_config_entry(
+        hass, hass_client, fallback_entry
+    )
+    assert fallback_entry.data["api_key"] not in str(diagnostics)
+    assert diagnostics["mode"] == "cloud_first"
+    assert diagnostics["fallback"]["active_engine"] == "local"
+    assert diagnostics["fallback"]["last_cloud_error"]["code"] == (
+        "insufficient_credits"
+    )
+    assert diagnostics["local_models"]["status"] == "ready"
+    assert diagnostics["local_models"]["loaded_voices"] == ["en_US-joe-medium"]
+
+
+async def test_local_only_options_skip_the_cloud_step(
+    hass: HomeAssistant, model_server: ModelServer, shared_config_dir: Path
+) -> None:
+    """A device-only entry's options open at the fallback step and keep it local."""
+    hass.config.config_dir = str(shared_config_dir)
+    entry = MockConfigEntry(
+        domain="tts_ai",
+        title="TTS.ai (on device)",
+        unique_id="local_only",
+        data={},
+        options={
+            "mode": "local_only",
+            "local_engine": "built_in",
+            "piper_voices_url": model_server.piper_base_url,
+            "whisper_models_url": model_server.hf_base_url,
+            "whisper_model": "tiny.en",
+        },
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for_models(hass, entry)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert result["step_id"] == "fallback"
+    assert "mode" not in result["data_schema"].schema
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            "local_engine": "built_in",
+            "local_voices": ["en_US-joe-medium"],
+            "whisper_model": "tiny.en",
+        },
+    )
+    assert result["type"] == "create_entry"
+    assert entry.options["mode"] == "local_only"
+    assert entry.options["local_voices"] == ["en_US-joe-medium"]
+    await hass.async_block_till_done()
+    await wait_for_models(hass, entry)

@@ -305,13 +305,12 @@ class TtsAiOptionsFlow(OptionsFlowWithReload):
     ) -> ConfigFlowResult:
         """Show the cloud settings (local-only entries go straight on)."""
         entry: TtsAiConfigEntry = self.config_entry
-        if not entry.data.get(CONF_API_KEY):
+        runtime_data = getattr(entry, "runtime_data", None)
+        if runtime_data is None or runtime_data.catalogue is None:
+            # No catalogue (device only, or the cloud never answered): the
+            # voice settings need one; the fallback settings do not.
             return await self.async_step_fallback()
-        if getattr(entry, "runtime_data", None) is None or (
-            entry.runtime_data.catalogue is None
-        ):
-            return self.async_abort(reason="not_loaded")
-        catalogue = entry.runtime_data.catalogue.data
+        catalogue = runtime_data.catalogue.data
         errors: dict[str, str] = {}
         if user_input is not None:
             errors = _check_options(catalogue, user_input)

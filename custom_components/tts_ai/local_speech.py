@@ -59,6 +59,8 @@ _LOGGER = logging.getLogger(__name__)
 # A failed model download is tried again after this long (the internet may be
 # back); until then the cloud serves alone.
 PREFETCH_RETRY_SECONDS = 900
+# The region whose voice speaks a language when HA has no country set.
+DEFAULT_COUNTRIES = {"en": "US", "pt": "BR", "zh": "CN"}
 
 
 class ModelStatus:
@@ -186,9 +188,8 @@ class BuiltinSpeech(_Listeners):
             language = self.hass.config.language
             if not self._wanted_voices:
                 catalogue = await self.manager.piper_catalogue()
-                region = f"{language}_{self.hass.config.country or ''}".rstrip("_")
                 key = self.manager.best_piper_voice(
-                    catalogue, region, profile.piper_quality
+                    catalogue, self._voice_region(), profile.piper_quality
                 )
                 if key is None:
                     raise ModelDownloadError(f"no Piper voice speaks {language}")
@@ -210,9 +211,14 @@ class BuiltinSpeech(_Listeners):
             self.whisper = WhisperEngine(model_dir, profile)
             # Load and warm the default voice now: the first fallback must be fast.
             await self.piper.load(next(iter(self._voices.values())))
-        except ModelDownloadError as err:
-            _LOGGER.error("Could not fetch the on-device models: %s", err)
-            self.error = str(err)
+        except Exception as err:
+            # Whatever broke (download, disk, a model that will not load), the
+            # cloud keeps serving; the sensor shows why, and we try again later.
+            if isinstance(err, ModelDownloadError):
+                _LOGGER.error("Could not fetch the on-device models: %s", err)
+            else:
+                _LOGGER.exception("Could not prepare the on-device models")
+            self.error = str(err) or type(err).__name__
             self._set_status(ModelStatus.FAILED)
             self._cancel_retry = async_call_later(
                 self.hass, PREFETCH_RETRY_SECONDS, self._retry_prefetch
@@ -220,6 +226,15 @@ class BuiltinSpeech(_Listeners):
             return
         self.error = None
         self._set_status(ModelStatus.READY)
+
+    def _voice_region(self) -> str:
+        """Return the language and region to pick a voice for, e.g. en_US."""
+        language = self.hass.config.language.replace("-", "_")
+        if "_" in language:
+            return language
+        # Piper has no "en" of its own: without a country, US English.
+        country = self.hass.config.country or DEFAULT_COUNTRIES.get(language, "")
+        return f"{language}_{country}" if country else language
 
     @callback
     def _retry_prefetch(self, _now: Any) -> None:
