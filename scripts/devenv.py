@@ -573,7 +573,45 @@ def configure_fallback(
     body = _expect(result, "submitting the TTS.ai fallback options")
     if body.get("type") != "create_entry":
         raise DevEnvironmentError(f"the TTS.ai options flow did not finish: {body}")
+    wait_for_tts_entity(url, token)
     return body
+
+
+def wait_for_tts_entity(url: str, token: str, timeout: float = 60.0) -> str:
+    """Wait until the TTS.ai entry, reloaded by its options, is back for good.
+
+    The reload runs after the options flow has answered: only an entry seen
+    loaded with its TTS entity for a whole second is past it.
+    """
+    deadline = time.monotonic() + timeout
+    template = (
+        "{{ integration_entities('tts_ai') | select('match', 'tts[.]') | list"
+        " | tojson }}"
+    )
+    steady_since: float | None = None
+    while True:
+        entries = http_request(
+            "GET",
+            f"{url}/api/config/config_entries/entry?domain={INTEGRATION_DOMAIN}",
+            token=token,
+        )
+        answer = http_request(
+            "POST", f"{url}/api/template", token=token, json_body={"template": template}
+        )
+        found = json.loads(answer.body) if answer.status == 200 else []
+        loaded = entries.status == 200 and all(
+            entry["state"] == "loaded" for entry in entries.body
+        )
+        now = time.monotonic()
+        if found and loaded:
+            steady_since = steady_since or now
+            if now - steady_since >= 1.0:
+                return found[0]
+        else:
+            steady_since = None
+        if now > deadline:
+            raise DevEnvironmentError("the TTS.ai entity did not come up")
+        time.sleep(0.2)
 
 
 def remove_failed_onboarding_entries(url: str, token: str) -> list[str]:
