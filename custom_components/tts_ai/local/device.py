@@ -98,8 +98,13 @@ def detect_device_profile(
     in an executor from async code.
     """
     cpuinfo = _read_text(root / "proc/cpuinfo") or ""
+    cores = _physical_cores(cpuinfo)
+    if root == Path("/"):
+        # A container or a pinned process may use fewer CPUs than the board has:
+        # more inference threads than usable CPUs only fight over them.
+        cores = min(cores, len(os.sched_getaffinity(0)))
     return DeviceProfile(
-        physical_cores=_physical_cores(cpuinfo),
+        physical_cores=cores,
         machine=machine or platform.machine(),
         model_name=_board_model(root),
         total_memory_mb=_total_memory_mb(_read_text(root / "proc/meminfo") or ""),

@@ -1,0 +1,188 @@
+"""wyoming-piper, the reference Piper server, as a subprocess and a timed client.
+
+The server is started with the same voice files as the engine: its data
+directory is the folder holding ``en_US-joe-medium.onnx`` and its JSON, so it
+finds the voice there and downloads nothing (its download directory is a
+scratch folder all the same, so nothing is ever written into site-packages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from importlib.metadata import version
+import os
+import socket
+import sys
+import tempfile
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
+
+from wyoming.audio import AudioChunk, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.error import Error
+from wyoming.info import Describe, Info
+from wyoming.tts import (
+    Synthesize,
+    SynthesizeChunk,
+    SynthesizeStart,
+    SynthesizeStop,
+    SynthesizeStopped,
+    SynthesizeVoice,
+)
+
+from .common import confine_threads, elapsed_since
+
+if TYPE_CHECKING:
+    from custom_components.tts_ai.local import LocalVoice
+
+HOST = "127.0.0.1"
+# Loading Python, onnxruntime and the voice list takes a few seconds; on one
+# pinned core, more.
+_START_TIMEOUT = 120.0
+_STOP_TIMEOUT = 10.0
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+class WyomingPiperServer:
+    """``python -m wyoming_piper`` on 127.0.0.1, run for an ``async with`` block."""
+
+    def __init__(self, voice: LocalVoice, *, board_cores: int | None = None) -> None:
+        """Prepare to serve ``voice`` (its files' folder is the data directory).
+
+        ``board_cores`` (pinned runs) starts the server through
+        ``wyoming_launcher`` so its ONNX Runtime gets the default thread count
+        of a board with that many cores, like the raw Piper anchor.
+        """
+        self.voice = voice
+        self.board_cores = board_cores
+        self.port = _free_port()
+        self.version = version("wyoming-piper")
+        self.supports_streaming = False
+        self._process: asyncio.subprocess.Process | None = None
+        self._scratch = tempfile.TemporaryDirectory(prefix="bench-wyoming-")
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
+
+    async def __aenter__(self) -> Self:
+        """Start the server, wait until it answers, and have it load the voice."""
+        launcher = ["-m", "wyoming_piper"]
+        if self.board_cores is not None:
+            launcher = [
+                "-m", "scripts.benchmarks.wyoming_launcher", str(self.board_cores)
+            ]  # fmt: skip
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, *launcher,
+            "--uri", f"tcp://{HOST}:{self.port}",
+            "--voice", self.voice.key,
+            "--data-dir", str(self.voice.model_path.parent),
+            "--download-dir", self._scratch.name,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )  # fmt: skip
+        process = self._process
+        try:
+            info = await asyncio.wait_for(self._wait_ready(), _START_TIMEOUT)
+            self.supports_streaming = any(
+                program.supports_synthesize_streaming for program in info.tts
+            )
+            # The server loads the voice on its first request: do that now,
+            # then hold its threads (ONNX Runtime pins its own) to the cores
+            # this process may use.
+            await wyoming_first_audio(self, "Ready.", streaming=False)
+            confine_threads(process.pid, os.sched_getaffinity(0))
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        await self._stop()
+
+    async def _wait_ready(self) -> Info:
+        """Ask for the server's info until it answers."""
+        while True:
+            if self._process is not None and self._process.returncode is not None:
+                raise RuntimeError(f"wyoming-piper exited:\n{self._read_log()}")
+            try:
+                async with AsyncTcpClient(HOST, self.port) as client:
+                    await client.write_event(Describe().event())
+                    event = await client.read_event()
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            if event is not None and Info.is_type(event.type):
+                return Info.from_event(event)
+            await asyncio.sleep(0.2)
+
+    async def _stop(self) -> None:
+        """Terminate the process (kill it if it lingers) and clean up."""
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self._log.close()
+        self._scratch.cleanup()
+
+    def _read_log(self) -> str:
+        """The server's output so far, for error messages."""
+        with contextlib.suppress(OSError, ValueError):
+            self._log.seek(0)
+            return self._log.read().decode(errors="replace")[-4000:]
+        return ""
+
+
+async def wyoming_first_audio(
+    server: WyomingPiperServer, text: str, *, streaming: bool
+) -> float:
+    """Seconds from connecting to the first ``audio-chunk`` event.
+
+    ``streaming`` sends the text the way Home Assistant does for a server that
+    supports it: synthesize-start, one synthesize-chunk, the compatibility
+    synthesize event, synthesize-stop. Otherwise one synthesize event. The
+    whole answer is read (untimed) before returning, so the server is idle
+    when the next round starts.
+    """
+    voice = SynthesizeVoice(name=server.voice.key)
+    start = time.perf_counter()
+    first: float | None = None
+    async with AsyncTcpClient(HOST, server.port) as client:
+        if streaming:
+            await client.write_event(SynthesizeStart(voice=voice).event())
+            await client.write_event(SynthesizeChunk(text=text).event())
+            await client.write_event(Synthesize(text=text, voice=voice).event())
+            await client.write_event(SynthesizeStop().event())
+            last_event_type = SynthesizeStopped().event().type
+        else:
+            await client.write_event(Synthesize(text=text, voice=voice).event())
+            last_event_type = AudioStop().event().type
+        while True:
+            event = await client.read_event()
+            if event is None:
+                raise RuntimeError("wyoming-piper closed the connection early")
+            if Error.is_type(event.type):
+                raise RuntimeError(f"wyoming-piper error: {Error.from_event(event)}")
+            if first is None and AudioChunk.is_type(event.type):
+                first = elapsed_since(start)
+            if event.type == last_event_type:
+                break
+    if first is None:
+        raise RuntimeError("wyoming-piper sent no audio")
+    return first

@@ -1,0 +1,110 @@
+"""Smoke test of scripts/bench: a --quick run reports every figure with numbers.
+
+No timing is asserted: this machine's speed says nothing about the code. The
+test checks that every benchmark ran end to end (models, wyoming-piper, the
+stand-in, the pinned subprocesses) and reported what the README table needs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+import subprocess
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXPECTED_FIGURES = {
+    "tts_total_time",
+    "tts_first_audio",
+    "fallback_refused_first_audio",
+    "fallback_hang_first_audio",
+    "stt_time",
+    "round_trip_wer",
+    "rss_loaded",
+    "rss_after_idle_unload",
+    "rss_growth_syntheses",
+    # Figure 8: the local figures again, pinned to one core.
+    "pinned_tts_total_time",
+    "pinned_tts_first_audio",
+    "pinned_stt_time",
+    "pinned_round_trip_wer",
+    "pinned_rss_growth_syntheses",
+}
+TIME_FIGURES = {
+    "tts_total_time",
+    "tts_first_audio",
+    "fallback_refused_first_audio",
+    "fallback_hang_first_audio",
+    "stt_time",
+}
+# The hanging-cloud round cannot answer before the hedge deadline.
+HEDGE_DEADLINE = 1.5
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
+    results_path = tmp_path / "bench.json"
+    table_path = tmp_path / "table.md"
+    completed = subprocess.run(
+        [
+            str(REPO_ROOT / "scripts" / "bench"),
+            "--quick",
+            "--json",
+            str(results_path),
+            "--table",
+            str(table_path),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    assert results["mode"] == "quick"
+    figures = {figure["key"]: figure for figure in results["figures"]}
+    assert set(figures) == EXPECTED_FIGURES
+
+    for key, figure in figures.items():
+        for field in ("value", "anchor", "ratio", "goal", "checked"):
+            assert _is_number(figure[field]), (key, field, figure[field])
+        assert isinstance(figure["passed"], bool), key
+        assert figure["goal_on"] in {"ratio", "value", "growth"}, key
+        assert figure["value_label"], key
+        assert figure["anchor_label"], key
+
+    for key in TIME_FIGURES:
+        assert figures[key]["value"] > 0, key
+        assert figures[key]["anchor"] > 0, key
+    assert figures["fallback_hang_first_audio"]["value"] >= HEDGE_DEADLINE
+    # The round trip really spoke and listened to the five quick sentences.
+    assert figures["round_trip_wer"]["extras"]["sentences"] == 5
+    assert figures["round_trip_wer"]["extras"]["reference_words"] > 0
+    # Memory figures were measured: loading the models costs memory.
+    assert figures["rss_loaded"]["value"] > figures["rss_loaded"]["anchor"]
+    # The quick soak ran its 20 syntheses.
+    assert "20 local syntheses" in figures["rss_growth_syntheses"]["title"]
+    # The pinned suites really ran on one core.
+    assert len(results["suites"]["speed-pinned-1"]["affinity"]) == 1
+    assert len(results["suites"]["soak-pinned-1"]["affinity"]) == 1
+
+    machine = results["machine"]
+    assert machine["cpu_model"]
+    assert machine["logical_cores"] >= 1
+    assert machine["ram_mb"] > 0
+    assert machine["python"]
+    for package in ("onnxruntime", "piper-tts", "ctranslate2", "wyoming-piper"):
+        assert machine["packages"][package], package
+
+    table = table_path.read_text(encoding="utf-8")
+    table_rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(table_rows) == 1 + len(EXPECTED_FIGURES)  # header + one per figure
