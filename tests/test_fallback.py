@@ -83,6 +83,32 @@ async def setup_fallback_entry(
     return entry
 
 
+async def setup_local_only_entry(
+    hass: HomeAssistant, model_server: ModelServer, config_dir: Path
+) -> MockConfigEntry:
+    """Set up a key-less, device-only entry with its models ready."""
+    hass.config.config_dir = str(config_dir)
+    hass.config.language = "en"
+    hass.config.country = "US"
+    entry = MockConfigEntry(
+        domain="tts_ai",
+        title="TTS.ai (on device)",
+        unique_id="local_only",
+        data={},
+        options={
+            "mode": "local_only",
+            "local_engine": "built_in",
+            "piper_voices_url": model_server.piper_base_url,
+            "whisper_models_url": model_server.hf_base_url,
+            "whisper_model": "tiny.en",
+        },
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for_models(hass, entry)
+    return entry
+
+
 @pytest.fixture
 async def fallback_entry(
     hass: HomeAssistant,
@@ -282,25 +308,7 @@ async def test_another_engine_speaks_and_listens_in_the_clouds_place(
 ) -> None:
     """With "another engine", the fallback is a second TTS/STT entity."""
     assert await async_setup_component(hass, "media_source", {})
-    hass.config.config_dir = str(shared_config_dir)
-    hass.config.language = "en"
-    hass.config.country = "US"
-    device = MockConfigEntry(
-        domain="tts_ai",
-        title="TTS.ai (on device)",
-        unique_id="local_only",
-        data={},
-        options={
-            "mode": "local_only",
-            "local_engine": "built_in",
-            "piper_voices_url": model_server.piper_base_url,
-            "whisper_models_url": model_server.hf_base_url,
-            "whisper_model": "tiny.en",
-        },
-    )
-    device.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(device.entry_id)
-    await wait_for_models(hass, device)
+    await setup_local_only_entry(hass, model_server, shared_config_dir)
 
     cloud = make_entry(
         standin,
@@ -332,30 +340,19 @@ async def test_local_only_entry_works_without_any_cloud(
 ) -> None:
     """A key-less entry speaks and transcribes on the device alone."""
     assert await async_setup_component(hass, "media_source", {})
-    hass.config.config_dir = str(shared_config_dir)
-    hass.config.language = "en"
-    hass.config.country = "US"
-    entry = MockConfigEntry(
-        domain="tts_ai",
-        title="TTS.ai (on device)",
-        unique_id="local_only",
-        data={},
-        options={
-            "mode": "local_only",
-            "local_engine": "built_in",
-            "piper_voices_url": model_server.piper_base_url,
-            "whisper_models_url": model_server.hf_base_url,
-            "whisper_model": "tiny.en",
-        },
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_for_models(hass, entry)
+    await setup_local_only_entry(hass, model_server, shared_config_dir)
     local_tts = "tts.tts_ai_on_device_text_to_speech"
     assert hass.states.get(CLOUD_REACHABLE) is None
 
     calls_audio = await speak_with(hass, hass_client, local_tts, ANNOUNCEMENT)
     assert "garage door is open" in await heard(calls_audio)
+
+    pcm = await decode_pcm(await synthesize_wav("Set the heating to twenty degrees."))
+    client = await hass_client()
+    response = await client.post(
+        "/api/stt/stt.tts_ai_on_device_speech_to_text", data=pcm, headers=HEADERS
+    )
+    assert "heating" in (await response.json())["text"].lower()
 
 
 async def speak_with(
@@ -411,23 +408,7 @@ async def test_local_only_options_skip_the_cloud_step(
     hass: HomeAssistant, model_server: ModelServer, shared_config_dir: Path
 ) -> None:
     """A device-only entry's options open at the fallback step and keep it local."""
-    hass.config.config_dir = str(shared_config_dir)
-    entry = MockConfigEntry(
-        domain="tts_ai",
-        title="TTS.ai (on device)",
-        unique_id="local_only",
-        data={},
-        options={
-            "mode": "local_only",
-            "local_engine": "built_in",
-            "piper_voices_url": model_server.piper_base_url,
-            "whisper_models_url": model_server.hf_base_url,
-            "whisper_model": "tiny.en",
-        },
-    )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await wait_for_models(hass, entry)
+    entry = await setup_local_only_entry(hass, model_server, shared_config_dir)
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["step_id"] == "fallback"
     assert "mode" not in result["data_schema"].schema
