@@ -7,6 +7,7 @@ from typing import Any
 
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
+from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -55,6 +56,8 @@ def make_entry(
 @pytest.fixture
 async def config_entry(hass: HomeAssistant, standin: StandinServer) -> MockConfigEntry:
     """A loaded TTS.ai entry using the stand-in."""
+    # Always there in a real HA; the conversation agent needs its exposed entities.
+    assert await async_setup_component(hass, "homeassistant", {})
     entry = make_entry(standin)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)

@@ -210,7 +210,7 @@ def test_develop_environment_speaks_through_home_assistant(
         # fetched at set-up from the (loopback) model host.
         # The options flow reloads the entry: its entities come back shortly.
         deadline = time.monotonic() + 90
-        while not (models_sensor := _entity(dev, "on_device_models")) or (
+        while not (models_sensor := _entity(dev, "local_models")) or (
             _state(dev, models_sensor)["state"] != "ready"
         ):
             assert time.monotonic() < deadline, models_sensor

@@ -29,7 +29,7 @@ from .test_tts import TTS_ENTITY, speak
 
 ACTIVE_ENGINE = "sensor.tts_ai_active_engine"
 CLOUD_REACHABLE = "binary_sensor.tts_ai_cloud_reachable"
-LOCAL_MODELS = "sensor.tts_ai_on_device_models"
+LOCAL_MODELS = "sensor.tts_ai_local_models"
 ANNOUNCEMENT = "The garage door is open. Please close it."
 
 
@@ -67,6 +67,7 @@ async def setup_fallback_entry(
     hass.config.config_dir = str(config_dir)
     hass.config.language = "en"
     hass.config.country = "US"
+    assert await async_setup_component(hass, "homeassistant", {})
     entry = make_entry(
         standin,
         mode="cloud_first",

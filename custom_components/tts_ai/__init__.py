@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, Platform
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers import config_validation as cv, issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.storage import Store
+from homeassistant.helpers.typing import ConfigType
 
+from .account import async_delete_account_issues, async_track_account_issues
 from .api import DEFAULT_BASE_URL, TtsAiClient
+from .cloned_voices import async_remove_recordings, async_track_recordings
 from .const import (
     CONF_BASE_URL,
     CONF_HEDGE_DEADLINE,
@@ -21,9 +24,14 @@ from .const import (
 from .coordinator import CatalogueCoordinator, catalogue_store
 from .fallback import DEFAULT_HEDGE_DEADLINE, FallbackPolicy, Mode
 from .local_speech import LocalSpeech, create_local_speech
+from .services import async_setup_services
+from .tasks import async_remove_tasks, async_setup_tasks
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
+    Platform.CONVERSATION,
     Platform.SENSOR,
     Platform.STT,
     Platform.TTS,
@@ -69,6 +77,12 @@ class TtsAiData:
 type TtsAiConfigEntry = ConfigEntry[TtsAiData]
 
 
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the actions, which serve every TTS.ai entry."""
+    async_setup_services(hass)
+    return True
+
+
 def create_client(hass: HomeAssistant, api_key: str, base_url: str) -> TtsAiClient:
     """Return a client on Home Assistant's shared HTTP session."""
     return TtsAiClient(async_get_clientsession(hass), api_key, base_url=base_url)
@@ -107,6 +121,14 @@ async def async_setup_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> boo
         # Network error and no stored catalogue -> ConfigEntryNotReady (retried);
         # a 401/403 -> ConfigEntryAuthFailed, which starts the reauth flow.
         await data.catalogue.async_config_entry_first_refresh()
+        # Out of credits / no API access as repair issues that clear themselves.
+        entry.async_on_unload(
+            async_track_account_issues(hass, entry.entry_id, entry.title, data.client)
+        )
+        # Cloned voices: delete the recordings of removed or re-recorded ones.
+        entry.async_on_unload(await async_track_recordings(hass, entry))
+        # Long tasks (stem separation): webhook + pending ids; stops on unload.
+        await async_setup_tasks(hass, entry, data.client)
     if mode is not Mode.CLOUD_ONLY:
         data.local = create_local_speech(hass, entry)
         await data.local.async_prepare()
@@ -130,3 +152,6 @@ async def async_remove_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> No
         hass, STATE_STORAGE_VERSION, f"{DOMAIN}.state.{entry.entry_id}"
     ).async_remove()
     ir.async_delete_issue(hass, DOMAIN, f"local_packages_{entry.entry_id}")
+    async_delete_account_issues(hass, entry.entry_id)
+    await async_remove_recordings(hass, entry.entry_id)
+    await async_remove_tasks(hass, entry.entry_id)

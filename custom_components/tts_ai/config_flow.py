@@ -8,16 +8,22 @@ import logging
 from typing import Any
 
 from homeassistant.config_entries import (
+    SOURCE_USER,
+    ConfigEntry,
     ConfigFlow,
     ConfigFlowResult,
+    ConfigSubentryFlow,
     OptionsFlowWithReload,
+    SubentryFlowResult,
 )
-from homeassistant.const import CONF_API_KEY
+from homeassistant.const import CONF_API_KEY, CONF_NAME
 from homeassistant.core import callback
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
     EntitySelector,
     EntitySelectorConfig,
+    FileSelector,
+    FileSelectorConfig,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -41,7 +47,17 @@ from .api import (
     TtsAiConnectionError,
     TtsAiError,
 )
+from .api.endpoints import CLONE_MODELS
 from .catalogue import Catalogue
+from .cloned_voices import (
+    CONF_CLONE_LANGUAGE,
+    CONF_CLONE_MODEL,
+    CONF_RECORDING_FILE,
+    DEFAULT_CLONE_MODEL,
+    SUBENTRY_TYPE as CLONED_VOICE,
+    RecordingError,
+    async_import_recording,
+)
 from .const import (
     CONF_BASE_URL,
     CONF_FORMAT,
@@ -56,6 +72,7 @@ from .const import (
     CONF_PIPER_VOICES_URL,
     CONF_SPEED,
     CONF_STT_MODEL,
+    CONF_SYSTEM_PROMPT,
     CONF_VOICE,
     CONF_WHISPER_MODEL,
     CONF_WHISPER_MODELS_URL,
@@ -243,6 +260,16 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
         """Return the options flow."""
         return TtsAiOptionsFlow()
 
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Offer cloned voices to cloud entries (cloning is a cloud feature)."""
+        if not config_entry.data.get(CONF_API_KEY):
+            return {}
+        return {CLONED_VOICE: ClonedVoiceSubentryFlow}
+
 
 def _select(
     options: list[SelectOptionDict],
@@ -289,6 +316,10 @@ def _options_schema(catalogue: Catalogue) -> vol.Schema:
             vol.Required(CONF_STT_MODEL, default=DEFAULT_STT_MODEL): _select(
                 stt_models
             ),
+            # For the voice-chat agent; it answers with the voice and model above.
+            vol.Optional(CONF_SYSTEM_PROMPT): TextSelector(
+                TextSelectorConfig(multiline=True)
+            ),
         }
     )
 
@@ -315,7 +346,8 @@ class TtsAiOptionsFlow(OptionsFlowWithReload):
         if user_input is not None:
             errors = _check_options(catalogue, user_input)
             if not errors:
-                self._options.update(user_input)
+                # An emptied optional field is left out of user_input: clear it.
+                self._options.update({CONF_SYSTEM_PROMPT: "", **user_input})
                 return await self.async_step_fallback()
         return self.async_show_form(
             step_id="init",
@@ -430,4 +462,131 @@ def _check_options(catalogue: Catalogue, options: Mapping[str, Any]) -> dict[str
         return {CONF_VOICE: "voice_model_mismatch"}
     if model is not None and options[CONF_LANGUAGE] not in model.languages:
         return {CONF_LANGUAGE: "language_not_supported"}
+    return {}
+
+
+# The two ways to give a recording: an upload, or a file HA already has.
+CONF_RECORDING_UPLOAD = "recording"
+CONF_RECORDING_SOURCE = "recording_source"
+
+
+class ClonedVoiceSubentryFlow(ConfigSubentryFlow):
+    """Add or change a cloned voice: a name, a recording, a model, a language."""
+
+    async def async_step_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Add a cloned voice."""
+        return await self._voice_form("user", user_input, current=None)
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Rename a cloned voice, or give it another recording, model or language."""
+        subentry = self._get_reconfigure_subentry()
+        current = {**subentry.data, CONF_NAME: subentry.title}
+        return await self._voice_form("reconfigure", user_input, current=current)
+
+    async def _voice_form(
+        self,
+        step_id: str,
+        user_input: dict[str, Any] | None,
+        *,
+        current: Mapping[str, Any] | None,
+    ) -> SubentryFlowResult:
+        """Show the form; validate and store the recording on submit."""
+        catalogue = self._catalogue()
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {}
+        if user_input is not None:
+            errors = _check_voice_language(catalogue, user_input)
+            recording_file = current.get(CONF_RECORDING_FILE) if current else None
+            if not errors:
+                upload = user_input.get(CONF_RECORDING_UPLOAD)
+                source = (user_input.get(CONF_RECORDING_SOURCE) or "").strip()
+                if upload and source:
+                    errors["base"] = "recording_twice"
+                elif upload or source:
+                    try:
+                        recording_file = await async_import_recording(
+                            self.hass,
+                            self._get_entry().entry_id,
+                            upload=upload,
+                            source=source or None,
+                        )
+                    except RecordingError as err:
+                        errors["base"] = err.reason
+                        placeholders = err.placeholders
+                elif recording_file is None:
+                    errors["base"] = "recording_required"
+            if not errors:
+                data = {
+                    CONF_RECORDING_FILE: recording_file,
+                    CONF_CLONE_MODEL: user_input[CONF_CLONE_MODEL],
+                    CONF_CLONE_LANGUAGE: user_input[CONF_CLONE_LANGUAGE],
+                }
+                title = user_input[CONF_NAME].strip()
+                if self.source == SOURCE_USER:
+                    return self.async_create_entry(title=title, data=data)
+                return self.async_update_and_abort(
+                    self._get_entry(),
+                    self._get_reconfigure_subentry(),
+                    title=title,
+                    data=data,
+                )
+        suggested = {
+            k: v
+            for k, v in (user_input or current or {}).items()
+            if k not in (CONF_RECORDING_UPLOAD, CONF_RECORDING_SOURCE)
+        }
+        return self.async_show_form(
+            step_id=step_id,
+            data_schema=self.add_suggested_values_to_schema(
+                _voice_schema(catalogue), suggested
+            ),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    def _catalogue(self) -> Catalogue | None:
+        runtime_data = getattr(self._get_entry(), "runtime_data", None)
+        if runtime_data is None or runtime_data.catalogue is None:
+            return None
+        return runtime_data.catalogue.data
+
+
+def _voice_schema(catalogue: Catalogue | None) -> vol.Schema:
+    """Return the cloned-voice form; languages come from the catalogue."""
+    languages = (
+        catalogue.tts_languages if catalogue and catalogue.tts_languages else []
+    ) or [DEFAULT_LANGUAGE]
+    return vol.Schema(
+        {
+            vol.Required(CONF_NAME): TextSelector(),
+            vol.Optional(CONF_RECORDING_UPLOAD): FileSelector(
+                FileSelectorConfig(accept="audio/*")
+            ),
+            vol.Optional(CONF_RECORDING_SOURCE): TextSelector(),
+            vol.Required(CONF_CLONE_MODEL, default=DEFAULT_CLONE_MODEL): _select(
+                [SelectOptionDict(value=m, label=m) for m in CLONE_MODELS]
+            ),
+            vol.Required(CONF_CLONE_LANGUAGE, default=DEFAULT_LANGUAGE): _select(
+                [SelectOptionDict(value=lang, label=lang) for lang in languages],
+                custom=True,
+            ),
+        }
+    )
+
+
+def _check_voice_language(
+    catalogue: Catalogue | None, user_input: Mapping[str, Any]
+) -> dict[str, str]:
+    """Refuse a language the cloning model does not speak (when it is known)."""
+    model = catalogue.model(user_input[CONF_CLONE_MODEL]) if catalogue else None
+    if (
+        model is not None
+        and model.languages
+        and user_input[CONF_CLONE_LANGUAGE] not in model.languages
+    ):
+        return {CONF_CLONE_LANGUAGE: "language_not_supported"}
     return {}

@@ -15,6 +15,8 @@ CONF_FORMAT: Final = "format"
 CONF_SPEED: Final = "speed"
 CONF_LANGUAGE: Final = "language"
 CONF_STT_MODEL: Final = "stt_model"
+# Instructions for the voice-chat conversation agent (options).
+CONF_SYSTEM_PROMPT: Final = "system_prompt"
 
 DEFAULT_MODEL: Final = "kokoro"
 DEFAULT_VOICE: Final = "af_bella"
@@ -56,3 +58,26 @@ LOCAL_ENGINES: Final = (LOCAL_ENGINE_BUILT_IN, LOCAL_ENGINE_ENTITY)
 # starts speaking too. Below ~0.3 s the cloud would rarely win even when up.
 HEDGE_DEADLINE_RANGE: Final = (0.3, 5.0)
 LOCAL_MODELS_DIR: Final = "tts_ai/models"
+
+# Actions (services) and their fields.
+SERVICE_TRANSCRIBE: Final = "transcribe"
+SERVICE_CHANGE_VOICE: Final = "change_voice"
+SERVICE_RESTYLE_SPEECH: Final = "restyle_speech"
+SERVICE_TRANSLATE_SPEECH: Final = "translate_speech"
+SERVICE_ENHANCE_AUDIO: Final = "enhance_audio"
+SERVICE_REMOVE_ECHO: Final = "remove_echo"
+SERVICE_SEPARATE_STEMS: Final = "separate_stems"
+SERVICE_ANALYZE_AUDIO: Final = "analyze_audio"
+SERVICE_CONVERT_AUDIO: Final = "convert_audio"
+SERVICE_ANNOUNCE: Final = "announce"
+ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
+ATTR_AUDIO: Final = "audio"
+ATTR_MEDIA_PLAYER_ENTITY_ID: Final = "media_player_entity_id"
+ATTR_MESSAGE: Final = "message"
+ATTR_CHIME: Final = "chime"
+ATTR_VOLUME: Final = "volume"
+ATTR_TIMEOUT: Final = "timeout"
+# Fired when a long task (stem separation) has ended and its results are stored.
+EVENT_TASK_COMPLETED: Final = "tts_ai_task_completed"
+# Results of the actions go below the media folder, one folder per action.
+RESULTS_DIR: Final = "tts_ai"

@@ -1,15 +1,25 @@
-"""Sensors: which engine speaks, and the state of the on-device models."""
+"""Sensors: which engine speaks, the on-device models, and the account."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from homeassistant.components.sensor import SensorDeviceClass, SensorEntity
+from homeassistant.components.sensor import (
+    RestoreSensor,
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+    SensorStateClass,
+)
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import TtsAiConfigEntry
+from .api import TtsAiClient
 from .entity import TtsAiEntity
 from .fallback import Mode, Source
 from .local_speech import BuiltinSpeech, ModelStatus
@@ -28,6 +38,10 @@ async def async_setup_entry(
         entities.append(ActiveEngineSensor(entry))
     if isinstance(entry.runtime_data.local, BuiltinSpeech):
         entities.append(LocalModelsSensor(entry))
+    if (client := entry.runtime_data.client) is not None:
+        entities.extend(
+            AccountSensor(entry, client, description) for description in ACCOUNT_SENSORS
+        )
     async_add_entities(entities)
 
 
@@ -83,3 +97,104 @@ class LocalModelsSensor(TtsAiEntity, SensorEntity):
     def extra_state_attributes(self) -> dict[str, Any]:
         """Return the download progress per model, in percent, and any error."""
         return {"progress": dict(self._local.progress), "error": self._local.error}
+
+
+type AccountValue = float | datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountSensorDescription(SensorEntityDescription):
+    """An account figure the client reads from response headers."""
+
+    value_fn: Callable[[TtsAiClient], AccountValue]
+
+
+def _credits_remaining(client: TtsAiClient) -> AccountValue:
+    return client.credits.remaining if client.credits else None
+
+
+def _credits_used(client: TtsAiClient) -> AccountValue:
+    return client.credits.used if client.credits else None
+
+
+def _rate_limit_remaining(client: TtsAiClient) -> AccountValue:
+    return client.rate_limit.remaining if client.rate_limit else None
+
+
+def _rate_limit_reset(client: TtsAiClient) -> AccountValue:
+    return client.rate_limit.reset_at if client.rate_limit else None
+
+
+ACCOUNT_SENSORS: tuple[AccountSensorDescription, ...] = (
+    AccountSensorDescription(
+        key="credits_remaining",
+        translation_key="credits_remaining",
+        native_unit_of_measurement="credits",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=_credits_remaining,
+    ),
+    AccountSensorDescription(
+        key="credits_used",
+        translation_key="credits_used",
+        native_unit_of_measurement="credits",
+        state_class=SensorStateClass.MEASUREMENT,
+        value_fn=_credits_used,
+    ),
+    AccountSensorDescription(
+        key="rate_limit_remaining",
+        translation_key="rate_limit_remaining",
+        native_unit_of_measurement="requests",
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=_rate_limit_remaining,
+    ),
+    AccountSensorDescription(
+        key="rate_limit_reset",
+        translation_key="rate_limit_reset",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=_rate_limit_reset,
+    ),
+)
+
+
+class AccountSensor(TtsAiEntity, RestoreSensor):
+    """Credits and rate limit, from the headers of every response.
+
+    No polling: the figures change only when a request is made, and every
+    request reports them. The last value is restored after a restart, until
+    the first response brings a fresh one.
+    """
+
+    entity_description: AccountSensorDescription
+
+    def __init__(
+        self,
+        entry: TtsAiConfigEntry,
+        client: TtsAiClient,
+        description: AccountSensorDescription,
+    ) -> None:
+        """Initialise the sensor."""
+        super().__init__(entry, description.key)
+        self.entity_description = description
+        self._client = client
+        self._restored: AccountValue = None
+
+    async def async_added_to_hass(self) -> None:
+        """Restore the last value, then follow the client's responses."""
+        await super().async_added_to_hass()
+        if (last := await self.async_get_last_sensor_data()) is not None:
+            value = last.native_value
+            if isinstance(value, float | int | datetime):
+                self._restored = value
+        self.async_on_remove(self._client.add_listener(self._client_updated))
+
+    def _client_updated(self) -> None:
+        if self.entity_description.value_fn(self._client) is not None:
+            self._restored = None
+        self.async_write_ha_state()
+
+    @property
+    def native_value(self) -> AccountValue:
+        """Return the latest figure, or the restored one before any response."""
+        value = self.entity_description.value_fn(self._client)
+        return value if value is not None else self._restored

@@ -16,18 +16,27 @@ from homeassistant.components.tts import (
     Voice,
 )
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import TtsAiConfigEntry
 from .api import (
+    CLONE_FORMATS,
     SPEED_RANGE,
     TTS_FORMATS,
+    AudioResult,
     AuthenticationError,
     SentenceBuffer,
+    TtsAiClient,
     TtsAiError,
 )
 from .catalogue import base_language
+from .cloned_voices import (
+    VOICE_ID_PREFIX,
+    ClonedVoice,
+    cloned_voices,
+    clones_fingerprint,
+)
 from .const import (
     CONF_FORMAT,
     CONF_LANGUAGE,
@@ -60,6 +69,8 @@ STREAM_FORMAT = "mp3"
 CLOUD_SENTENCE_SCHEDULE = (1, 3)
 # The option that puts the cache epoch into HA's TTS cache key.
 CACHE_EPOCH_OPTION = "cache_epoch"
+# The option that puts the cloned voices' recordings into the cache key.
+CLONES_OPTION = "cloned_voices"
 
 
 async def async_setup_entry(
@@ -80,6 +91,8 @@ class SpeechSettings:
     format: str
     speed: float
     language: str
+    # Set when the voice is a cloned voice: speech goes to tts/clone/.
+    clone: ClonedVoice | None = None
 
 
 def _invalid_option(option: str, value: Any, allowed: str) -> ServiceValidationError:
@@ -143,12 +156,14 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
     @override
     def default_options(self) -> Mapping[str, Any]:
         """Return the configured settings, which are part of HA's cache key."""
+        options = dict(self._configured)
         if self._policy.mode is Mode.CLOUD_FIRST:
-            return {
-                **self._configured,
-                CACHE_EPOCH_OPTION: self._data.cache_epoch.value,
-            }
-        return self._configured
+            options[CACHE_EPOCH_OPTION] = self._data.cache_epoch.value
+        if clones := self._cloned_voices():
+            # A re-recorded voice keeps its id: without this, HA would replay
+            # speech cached with the old recording.
+            options[CLONES_OPTION] = clones_fingerprint(clones)
+        return options
 
     @property
     def _local_voices(self) -> list[Voice]:
@@ -157,7 +172,10 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
     @callback
     @override
     def async_get_supported_voices(self, language: str) -> list[Voice]:
-        """Return the voices for a language, the configured one first."""
+        """Return the voices for a language, the configured one first.
+
+        The entry's cloned voices of that language come last.
+        """
         catalogue = self.catalogue
         if catalogue is None:
             return self._local_voices
@@ -166,17 +184,52 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
             catalogue.voices_for_language(language),
             key=lambda v: (v.id != default_voice, v.name.casefold()),
         )
+        wanted = base_language(language)
+        clones = sorted(
+            (c for c in self._cloned_voices() if base_language(c.language) == wanted),
+            key=lambda c: c.name.casefold(),
+        )
         return [
             Voice(
                 v.id,
                 f"{v.name} ({m.name})" if (m := catalogue.model(v.model)) else v.name,
             )
             for v in voices
-        ]
+        ] + [Voice(c.voice_id, c.name) for c in clones]
+
+    def _cloned_voices(self) -> list[ClonedVoice]:
+        """Return the entry's cloned voices (read live: subentries change)."""
+        return cloned_voices(self.hass, self._entry)
+
+    def _clone_settings(
+        self, voice_id: str, options: Mapping[str, Any]
+    ) -> SpeechSettings:
+        """Validate a request for a cloned voice."""
+        clone = next((c for c in self._cloned_voices() if c.voice_id == voice_id), None)
+        if clone is None:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="unknown_voice",
+                translation_placeholders={"voice": voice_id},
+            )
+        audio_format = str(options.get(CONF_FORMAT, DEFAULT_FORMAT))
+        if audio_format not in CLONE_FORMATS:
+            raise _invalid_option(CONF_FORMAT, audio_format, ", ".join(CLONE_FORMATS))
+        return SpeechSettings(
+            model=clone.model,
+            voice=voice_id,
+            format=audio_format,
+            speed=DEFAULT_SPEED,  # the clone endpoint has no speed
+            # The voice speaks its own language whatever HA asks for.
+            language=base_language(clone.language),
+            clone=clone,
+        )
 
     def _settings(self, language: str, options: Mapping[str, Any]) -> SpeechSettings:
         """Validate a request's options; raise a translated error if they are bad."""
         voice_id = str(options.get(ATTR_VOICE, self._configured[CONF_VOICE]))
+        if voice_id.startswith(VOICE_ID_PREFIX):
+            return self._clone_settings(voice_id, options)
         model_id = str(options.get(CONF_MODEL, self._configured[CONF_MODEL]))
         if (catalogue := self.catalogue) is not None:
             voice = catalogue.voice(voice_id)
@@ -225,11 +278,13 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
     ) -> TTSAudioResponse:
         """Speak text while it is still arriving, sentence by sentence."""
         settings = self._settings(request.language, request.options)
-        if settings.format != STREAM_FORMAT and self._policy.mode is not (
-            Mode.LOCAL_ONLY
-        ):
+        whole_file = settings.format != STREAM_FORMAT and (
+            self._policy.mode is not Mode.LOCAL_ONLY
+        )
+        if whole_file or settings.clone is not None:
             # Only MP3 can be sent as a run of per-sentence files; another
             # format asked for explicitly is synthesized as one whole file.
+            # A cloned voice is too: each request re-sends the recording.
             message = "".join([chunk async for chunk in request.message_gen])
             extension, data = await self._synthesize_whole(message, settings)
             return TTSAudioResponse(extension, _single_chunk(data))
@@ -245,16 +300,21 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
         client = self._data.client
 
         async def cloud() -> tuple[str, bytes]:
-            result = await self._cloud_call(
-                client.tts(
-                    message,
-                    model=settings.model,
-                    voice=settings.voice,
-                    format=settings.format,
-                    speed=settings.speed,
-                    language=settings.language,
+            if settings.clone is not None:
+                result = await self._cloud_call(
+                    self._clone_request(client, message, settings, settings.clone)
                 )
-            )
+            else:
+                result = await self._cloud_call(
+                    client.tts(
+                        message,
+                        model=settings.model,
+                        voice=settings.voice,
+                        format=settings.format,
+                        speed=settings.speed,
+                        language=settings.language,
+                    )
+                )
             return result.format, result.data
 
         async def local() -> tuple[str, bytes]:
@@ -267,6 +327,33 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
             raise to_ha_error(self.hass, self._entry, err) from err
         self._after_source(source)
         return result
+
+    async def _clone_request(
+        self,
+        client: TtsAiClient,
+        message: str,
+        settings: SpeechSettings,
+        clone: ClonedVoice,
+    ) -> AudioResult:
+        """Speak in a cloned voice: the stored recording goes with the text."""
+        try:
+            recording = await self.hass.async_add_executor_job(
+                clone.recording.read_bytes
+            )
+        except OSError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="recording_missing",
+                translation_placeholders={"voice": clone.name},
+            ) from err
+        return await client.clone_tts(
+            message,
+            recording,
+            reference_filename=clone.recording.name,
+            model=clone.model,
+            format=settings.format,
+            language=settings.language,
+        )
 
     async def _cloud_call[T](self, request: Any) -> T:
         """Await a cloud request; a refused key also starts reauth."""

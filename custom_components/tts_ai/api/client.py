@@ -57,9 +57,10 @@ class TtsAiClient:
     """Talks to TTS.ai over one ``aiohttp.ClientSession``.
 
     Attributes updated from every response (errors included):
-    ``rate_limit``, ``credits``, ``plan_limits`` and ``last_error`` (the most
-    recent failure, kept after later successes). Listeners added with
-    :meth:`add_listener` are called after each update.
+    ``rate_limit``, ``credits``, ``plan_limits``, ``last_error`` (the most
+    recent failure, kept after later successes) and ``last_ok`` (whether the
+    latest response was a success; None before the first). Listeners added
+    with :meth:`add_listener` are called after each update.
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class TtsAiClient:
         self.rate_limit: RateLimit | None = None
         self.credits: Credits | None = None
         self.last_error: TtsAiError | None = None
+        self.last_ok: bool | None = None
         self.plan_limits: ep.PlanLimits = ep.PLANS[plan] if plan else ep.DEFAULT_PLAN
         self._limiter = ConcurrencyLimiter(self.plan_limits.concurrent_requests)
         self._transport = Transport(
@@ -633,8 +635,9 @@ class TtsAiClient:
         self._observe_error(error)
         return error
 
-    def _observe_headers(self, headers: Mapping[str, str]) -> None:
-        """Update rate limit, credits and plan from a response's headers."""
+    def _observe_headers(self, status: int, headers: Mapping[str, str]) -> None:
+        """Update success, rate limit, credits and plan from a response."""
+        self.last_ok = status < 300
         rate_limit = RateLimit.from_headers(headers)
         if rate_limit is not None:
             self.rate_limit = rate_limit
@@ -654,6 +657,7 @@ class TtsAiClient:
     def _observe_error(self, error: TtsAiError) -> None:
         """Remember the latest failure."""
         self.last_error = error
+        self.last_ok = False
         self._notify()
 
     def _notify(self) -> None:

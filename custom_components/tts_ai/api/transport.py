@@ -107,10 +107,14 @@ class Transport:
         model_loading_backoff: float,
         model_loading_max_delay: float,
         limiter: ConcurrencyLimiter,
-        on_headers: Callable[[Mapping[str, str]], None],
+        on_headers: Callable[[int, Mapping[str, str]], None],
         on_error: Callable[[TtsAiError], None],
     ) -> None:
-        """Configure the exchange; ``on_headers`` sees every response's headers."""
+        """Configure the exchange.
+
+        ``on_headers`` sees every response's status and headers; ``on_error``
+        every failure (error statuses and network errors alike).
+        """
         self._session = session
         self._api_key = api_key
         self._first_byte_timeout = first_byte_timeout
@@ -159,7 +163,7 @@ class Transport:
             async with self._limiter.slot():
                 response = await self._start(request)
                 try:
-                    self._on_headers(response.headers)
+                    self._on_headers(response.status, response.headers)
                     if response.status < 300:
                         yield response
                         return

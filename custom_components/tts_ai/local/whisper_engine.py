@@ -22,6 +22,9 @@ from .pcm import WHISPER_SAMPLE_RATE, pcm16_to_float32, resample_linear
 
 _LOGGER = logging.getLogger(__name__)
 
+# Silence put before the speech, for Whisper's sake (see _run).
+LEAD_IN_SECONDS = 0.3
+
 
 @dataclass(frozen=True)
 class Transcript:
@@ -155,9 +158,16 @@ class WhisperEngine:
         self, model: Any, pcm16: bytes, sample_rate: int, language: str | None
     ) -> Transcript:
         """Convert the audio and transcribe it; the segments are consumed here."""
-        samples = resample_linear(
+        import numpy as np
+
+        speech = resample_linear(
             pcm16_to_float32(pcm16), sample_rate, WHISPER_SAMPLE_RATE
         )
+        # Whisper tends to drop a first word that starts at the very first
+        # sample (seen here: "Turn on the lights" heard as "On the lights");
+        # audio cut tight by a satellite's VAD or a TTS round trip does that.
+        padding = np.zeros(int(LEAD_IN_SECONDS * WHISPER_SAMPLE_RATE), np.float32)
+        samples = np.concatenate([padding, speech])
         beam_size = self._beam_size
         if beam_size is None:
             beam_size = self._profile.whisper_beam_size if self._profile else 1
@@ -176,5 +186,5 @@ class WhisperEngine:
         return Transcript(
             text=text,
             language=info.language,
-            duration=samples.size / WHISPER_SAMPLE_RATE,
+            duration=speech.size / WHISPER_SAMPLE_RATE,
         )

@@ -1,0 +1,530 @@
+"""The integration's actions: the API's audio tools, with results on players.
+
+Every action takes an input audio (a local media-source id or an allowed file
+path), calls one endpoint, stores audio results in the media folder and
+answers with where they are, how long they play and what they cost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+import mimetypes
+from typing import TYPE_CHECKING, Any
+
+from homeassistant.components.media_player import (
+    ATTR_MEDIA_ANNOUNCE,
+    ATTR_MEDIA_CONTENT_ID,
+    ATTR_MEDIA_CONTENT_TYPE,
+    DOMAIN as MEDIA_PLAYER_DOMAIN,
+    SERVICE_PLAY_MEDIA,
+    MediaType,
+)
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.const import ATTR_ENTITY_ID
+from homeassistant.core import (
+    HomeAssistant,
+    ServiceCall,
+    ServiceResponse,
+    SupportsResponse,
+    callback,
+)
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import config_validation as cv
+import voluptuous as vol
+
+from .announce import Announcement, async_announce
+from .api import (
+    AudioResult,
+    Transcription,
+    TtsAiClient,
+    TtsAiError,
+    endpoints as ep,
+)
+from .const import (
+    ATTR_AUDIO,
+    ATTR_CHIME,
+    ATTR_CONFIG_ENTRY_ID,
+    ATTR_MEDIA_PLAYER_ENTITY_ID,
+    ATTR_MESSAGE,
+    ATTR_TIMEOUT,
+    ATTR_VOLUME,
+    CONF_LANGUAGE,
+    CONF_MODEL,
+    CONF_SPEED,
+    CONF_VOICE,
+    DOMAIN,
+    SERVICE_ANALYZE_AUDIO,
+    SERVICE_ANNOUNCE,
+    SERVICE_CHANGE_VOICE,
+    SERVICE_CONVERT_AUDIO,
+    SERVICE_ENHANCE_AUDIO,
+    SERVICE_REMOVE_ECHO,
+    SERVICE_RESTYLE_SPEECH,
+    SERVICE_SEPARATE_STEMS,
+    SERVICE_TRANSCRIBE,
+    SERVICE_TRANSLATE_SPEECH,
+)
+from .errors import to_ha_error
+from .media_io import (
+    InputAudio,
+    StoredResult,
+    async_discard,
+    async_read_input,
+    async_store_result,
+)
+from .tasks import get_tracker
+
+if TYPE_CHECKING:
+    from . import TtsAiConfigEntry
+
+DEFAULT_TASK_TIMEOUT = 120.0
+MAX_TASK_TIMEOUT = 3600.0
+
+# --- Schemas -------------------------------------------------------------------
+
+_BASE = {
+    vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+    vol.Required(ATTR_AUDIO): cv.string,
+}
+_PLAYERS = {vol.Optional(ATTR_MEDIA_PLAYER_ENTITY_ID): cv.entity_ids}
+_SPEED = vol.All(vol.Coerce(float), vol.Range(*ep.SPEED_RANGE))
+
+
+def _choice(values: tuple[Any, ...]) -> vol.In:
+    """Validate one of the contract's allowed values."""
+    return vol.In(values)
+
+
+def _int_choice(values: tuple[int, ...]) -> vol.All:
+    """Validate one of the contract's allowed numbers (given as text or number)."""
+    return vol.All(vol.Coerce(int), vol.In(values))
+
+
+def _int_range(bounds: tuple[int, int]) -> vol.All:
+    """Validate a whole number within the contract's range."""
+    return vol.All(vol.Coerce(int), vol.Range(*bounds))
+
+
+SCHEMAS: dict[str, vol.Schema] = {
+    SERVICE_TRANSCRIBE: vol.Schema(
+        {
+            **_BASE,
+            vol.Optional("model"): _choice(ep.STT_MODELS),
+            vol.Optional("language"): _choice(("auto", *ep.STT_LANGUAGES)),
+            vol.Optional("timestamps", default=False): cv.boolean,
+            vol.Optional("diarize", default=False): cv.boolean,
+        }
+    ),
+    SERVICE_CHANGE_VOICE: vol.Schema(
+        {
+            **_BASE,
+            **_PLAYERS,
+            vol.Required("target_voice"): cv.string,
+            vol.Optional("model"): _choice(ep.VOICE_CONVERT_MODELS),
+            vol.Optional("format"): _choice(ep.VOICE_CONVERT_FORMATS),
+        }
+    ),
+    SERVICE_RESTYLE_SPEECH: vol.Schema(
+        {
+            **_BASE,
+            **_PLAYERS,
+            vol.Required("voice"): cv.string,
+            vol.Optional("model"): _choice(ep.SPEECH_TO_SPEECH_MODELS),
+            vol.Optional("emotion"): _choice(ep.EMOTIONS),
+            vol.Optional("speed"): _SPEED,
+        }
+    ),
+    SERVICE_TRANSLATE_SPEECH: vol.Schema(
+        {
+            **_BASE,
+            **_PLAYERS,
+            vol.Required("target_language"): cv.string,
+            vol.Optional("voice"): cv.string,
+            vol.Optional("preserve_voice"): cv.boolean,
+        }
+    ),
+    SERVICE_ENHANCE_AUDIO: vol.Schema(
+        {
+            **_BASE,
+            **_PLAYERS,
+            vol.Optional("denoise"): cv.boolean,
+            vol.Optional("enhance_clarity"): cv.boolean,
+            vol.Optional("super_resolution"): cv.boolean,
+            vol.Optional("strength"): _int_range(ep.ENHANCE_STRENGTH_RANGE),
+        }
+    ),
+    SERVICE_REMOVE_ECHO: vol.Schema(
+        {
+            **_BASE,
+            **_PLAYERS,
+            vol.Optional("type"): _choice(ep.DEREVERB_TYPES),
+            vol.Optional("intensity"): _int_range(ep.DEREVERB_INTENSITY_RANGE),
+        }
+    ),
+    SERVICE_SEPARATE_STEMS: vol.Schema(
+        {
+            **_BASE,
+            vol.Optional("model"): _choice(ep.SEPARATE_MODELS),
+            vol.Optional("stems"): _int_choice(ep.SEPARATE_STEMS),
+            vol.Optional("format"): _choice(ep.SEPARATE_FORMATS),
+            vol.Optional(ATTR_TIMEOUT, default=DEFAULT_TASK_TIMEOUT): vol.All(
+                vol.Coerce(float), vol.Range(min=1, max=MAX_TASK_TIMEOUT)
+            ),
+        }
+    ),
+    SERVICE_ANALYZE_AUDIO: vol.Schema(_BASE),
+    SERVICE_CONVERT_AUDIO: vol.Schema(
+        {
+            **_BASE,
+            **_PLAYERS,
+            vol.Required("format"): _choice(ep.CONVERT_FORMATS),
+            vol.Optional("bitrate"): _int_choice(ep.CONVERT_BITRATES_KBPS),
+            vol.Optional("sample_rate"): _int_choice(ep.CONVERT_SAMPLE_RATES),
+            vol.Optional("channels"): _choice(ep.CONVERT_CHANNELS),
+        }
+    ),
+    SERVICE_ANNOUNCE: vol.Schema(
+        {
+            vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+            vol.Required(ATTR_MESSAGE): vol.All(cv.string, vol.Length(min=1)),
+            vol.Required(ATTR_MEDIA_PLAYER_ENTITY_ID): cv.entity_ids,
+            vol.Optional(ATTR_CHIME): cv.string,
+            vol.Optional(ATTR_VOLUME): vol.All(
+                vol.Coerce(float), vol.Range(min=0.0, max=1.0)
+            ),
+            vol.Optional(CONF_VOICE): cv.string,
+            vol.Optional(CONF_MODEL): cv.string,
+            vol.Optional(CONF_LANGUAGE): cv.string,
+            vol.Optional(CONF_SPEED): _SPEED,
+        }
+    ),
+}
+
+# Fields that are not endpoint parameters.
+_NOT_API_FIELDS = {
+    ATTR_CONFIG_ENTRY_ID,
+    ATTR_AUDIO,
+    ATTR_MEDIA_PLAYER_ENTITY_ID,
+    ATTR_TIMEOUT,
+}
+
+
+def _api_options(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the call's fields that go to the endpoint as they are."""
+    return {k: v for k, v in data.items() if k not in _NOT_API_FIELDS}
+
+
+# --- Audio-to-audio actions ---------------------------------------------------
+
+type AudioCall = Callable[
+    [TtsAiClient, InputAudio, dict[str, Any]], Awaitable[AudioResult]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioTool:
+    """An action that uploads audio and gets audio back."""
+
+    endpoint: ep.Endpoint
+    call: AudioCall
+
+
+AUDIO_TOOLS: dict[str, AudioTool] = {
+    SERVICE_CHANGE_VOICE: AudioTool(
+        ep.VOICE_CONVERT,
+        lambda c, a, o: c.voice_convert(a.data, filename=a.filename, **o),
+    ),
+    SERVICE_RESTYLE_SPEECH: AudioTool(
+        ep.SPEECH_TO_SPEECH,
+        lambda c, a, o: c.speech_to_speech(a.data, filename=a.filename, **o),
+    ),
+    SERVICE_ENHANCE_AUDIO: AudioTool(
+        ep.ENHANCE, lambda c, a, o: c.enhance(a.data, filename=a.filename, **o)
+    ),
+    SERVICE_REMOVE_ECHO: AudioTool(
+        ep.DEREVERB, lambda c, a, o: c.dereverb(a.data, filename=a.filename, **o)
+    ),
+    SERVICE_CONVERT_AUDIO: AudioTool(
+        ep.CONVERT, lambda c, a, o: c.convert(a.data, filename=a.filename, **o)
+    ),
+}
+
+
+# --- Helpers -------------------------------------------------------------------
+
+
+def _validation_error(key: str, **placeholders: str) -> ServiceValidationError:
+    """Build a translated error for a mistake in the call."""
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key=key,
+        translation_placeholders=placeholders,
+    )
+
+
+def _cloud_entry(
+    hass: HomeAssistant, call: ServiceCall, *, cloud: bool = True
+) -> TtsAiConfigEntry:
+    """Return the loaded entry the call is for (the only one if unnamed).
+
+    ``cloud``: the entry must have an API key (every action but announce,
+    which speaks through the entry's TTS entity, on-device ones included).
+    """
+    entry_id = call.data.get(ATTR_CONFIG_ENTRY_ID)
+    entry: TtsAiConfigEntry | None
+    if entry_id:
+        entry = hass.config_entries.async_get_entry(entry_id)
+        if entry is None or entry.domain != DOMAIN:
+            raise _validation_error("entry_not_found", entry_id=entry_id)
+    else:
+        candidates = [
+            candidate
+            for candidate in hass.config_entries.async_loaded_entries(DOMAIN)
+            if candidate.runtime_data.client is not None or not cloud
+        ]
+        if len(candidates) != 1:
+            raise _validation_error("entry_required", count=str(len(candidates)))
+        entry = candidates[0]
+    if entry.state is not ConfigEntryState.LOADED:
+        raise _validation_error("entry_not_loaded", title=entry.title)
+    if cloud and entry.runtime_data.client is None:
+        raise _validation_error("cloud_required", title=entry.title)
+    return entry
+
+
+def _credits(client: TtsAiClient, used: float | None) -> dict[str, float | None]:
+    """Return what the call cost (response figure first) and what is left."""
+    known = client.credits
+    if used is None and known is not None:
+        used = known.used
+    return {
+        "credits_used": used,
+        "credits_remaining": known.remaining if known is not None else None,
+    }
+
+
+async def _async_play(hass: HomeAssistant, call: ServiceCall, media_id: str) -> None:
+    """Play a stored result on the call's players, as an announcement."""
+    players = call.data.get(ATTR_MEDIA_PLAYER_ENTITY_ID)
+    if not players:
+        return
+    await hass.services.async_call(
+        MEDIA_PLAYER_DOMAIN,
+        SERVICE_PLAY_MEDIA,
+        {
+            ATTR_ENTITY_ID: players,
+            ATTR_MEDIA_CONTENT_ID: media_id,
+            ATTR_MEDIA_CONTENT_TYPE: MediaType.MUSIC,
+            ATTR_MEDIA_ANNOUNCE: True,
+        },
+        blocking=True,
+        context=call.context,
+    )
+
+
+async def _async_store_and_play(
+    hass: HomeAssistant, call: ServiceCall, audio: AudioResult
+) -> StoredResult:
+    """Store an audio result and play it where the call asks."""
+    stored = await async_store_result(hass, call.service, audio.data, audio.format)
+    try:
+        await _async_play(hass, call, stored.media_content_id)
+    except BaseException:
+        # The call fails, so it leaves nothing behind.
+        await async_discard(hass, [stored])
+        raise
+    return stored
+
+
+# --- Handlers -------------------------------------------------------------------
+
+
+async def _async_audio_tool(call: ServiceCall) -> ServiceResponse:
+    """Run one of the audio-to-audio tools."""
+    hass = call.hass
+    tool = AUDIO_TOOLS[call.service]
+    entry = _cloud_entry(hass, call)
+    client = entry.runtime_data.client
+    assert client is not None
+    audio = await async_read_input(hass, call.data[ATTR_AUDIO], tool.endpoint)
+    try:
+        result = await tool.call(client, audio, _api_options(call.data))
+    except TtsAiError as err:
+        raise to_ha_error(hass, entry, err) from err
+    stored = await _async_store_and_play(hass, call, result)
+    return {
+        **stored.as_response(),
+        "format": result.format,
+        **_credits(client, result.credits_used),
+    }
+
+
+def _transcription_response(result: Transcription) -> dict[str, Any]:
+    """Turn a transcription into response data."""
+    return {
+        "text": result.text,
+        "language": result.language,
+        "duration": result.duration,
+        "segments": [
+            {
+                "start": segment.start,
+                "end": segment.end,
+                "text": segment.text,
+                "speaker": segment.speaker,
+                "words": [
+                    {"word": word.word, "start": word.start, "end": word.end}
+                    for word in segment.words
+                ],
+            }
+            for segment in result.segments
+        ],
+    }
+
+
+async def _async_transcribe(call: ServiceCall) -> ServiceResponse:
+    """Speech to text."""
+    hass = call.hass
+    entry = _cloud_entry(hass, call)
+    client = entry.runtime_data.client
+    assert client is not None
+    audio = await async_read_input(hass, call.data[ATTR_AUDIO], ep.STT)
+    try:
+        result = await client.stt(
+            audio.data,
+            filename=audio.filename,
+            content_type=mimetypes.guess_type(audio.filename)[0]
+            or "application/octet-stream",
+            **_api_options(call.data),
+        )
+    except TtsAiError as err:
+        raise to_ha_error(hass, entry, err) from err
+    return {**_transcription_response(result), **_credits(client, None)}
+
+
+async def _async_translate(call: ServiceCall) -> ServiceResponse:
+    """Transcribe, translate and re-speak; store the spoken translation."""
+    hass = call.hass
+    entry = _cloud_entry(hass, call)
+    client = entry.runtime_data.client
+    assert client is not None
+    audio = await async_read_input(hass, call.data[ATTR_AUDIO], ep.TRANSLATE)
+    try:
+        result = await client.translate(
+            audio.data, filename=audio.filename, **_api_options(call.data)
+        )
+        speech = await client.download(result.audio_url) if result.audio_url else None
+    except TtsAiError as err:
+        raise to_ha_error(hass, entry, err) from err
+    response: dict[str, Any] = {
+        "original_text": result.original_text,
+        "translated_text": result.translated_text,
+        "source_language": result.source_language,
+        "target_language": result.target_language,
+        **_credits(client, result.credits_used),
+    }
+    if speech is not None:
+        stored = await _async_store_and_play(hass, call, speech)
+        response |= {**stored.as_response(), "format": speech.format}
+    return response
+
+
+async def _async_analyze(call: ServiceCall) -> ServiceResponse:
+    """Key and tempo of a piece of music."""
+    hass = call.hass
+    entry = _cloud_entry(hass, call)
+    client = entry.runtime_data.client
+    assert client is not None
+    audio = await async_read_input(hass, call.data[ATTR_AUDIO], ep.ANALYZE)
+    try:
+        result = await client.analyze(audio.data, filename=audio.filename)
+    except TtsAiError as err:
+        raise to_ha_error(hass, entry, err) from err
+    return {
+        "key": result.key,
+        "scale": result.scale,
+        "bpm": result.bpm,
+        "time_signature": result.time_signature,
+        "camelot": result.camelot,
+        "compatible_keys": result.compatible_keys,
+    }
+
+
+async def _async_separate(call: ServiceCall) -> ServiceResponse:
+    """Start stem separation; with a response, wait for the stems."""
+    hass = call.hass
+    entry = _cloud_entry(hass, call)
+    tracker = get_tracker(hass, entry.entry_id)
+    if tracker is None:
+        raise _validation_error("cloud_required", title=entry.title)
+    audio = await async_read_input(hass, call.data[ATTR_AUDIO], ep.SEPARATE)
+    task_id = await tracker.async_separate(
+        audio.data, audio.filename, _api_options(call.data)
+    )
+    if not call.return_response:
+        return None
+    timeout = call.data[ATTR_TIMEOUT]
+    try:
+        outcome = await tracker.async_wait(task_id, timeout)
+    except TimeoutError as err:
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="task_timeout",
+            translation_placeholders={"task_id": task_id, "timeout": f"{timeout:g}"},
+        ) from err
+    if outcome.status != "success":
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="task_failed",
+            translation_placeholders={
+                "task_id": task_id,
+                "error": outcome.error or outcome.status,
+            },
+        )
+    return outcome.as_response()
+
+
+async def _async_announce(call: ServiceCall) -> ServiceResponse:
+    """Speak a message on media players."""
+    hass = call.hass
+    entry = _cloud_entry(hass, call, cloud=False)
+    options = {
+        key: call.data[key]
+        for key in (CONF_VOICE, CONF_MODEL, CONF_SPEED)
+        if key in call.data
+    }
+    announcement = Announcement(
+        message=call.data[ATTR_MESSAGE],
+        players=call.data[ATTR_MEDIA_PLAYER_ENTITY_ID],
+        chime=call.data.get(ATTR_CHIME),
+        volume=call.data.get(ATTR_VOLUME),
+        language=call.data.get(CONF_LANGUAGE),
+        tts_options=options,
+    )
+    response = await async_announce(hass, entry.entry_id, announcement, call.context)
+    return response if call.return_response else None
+
+
+_HANDLERS: dict[
+    str, tuple[Callable[[ServiceCall], Awaitable[ServiceResponse]], SupportsResponse]
+] = {
+    SERVICE_TRANSCRIBE: (_async_transcribe, SupportsResponse.ONLY),
+    SERVICE_TRANSLATE_SPEECH: (_async_translate, SupportsResponse.OPTIONAL),
+    SERVICE_ANALYZE_AUDIO: (_async_analyze, SupportsResponse.ONLY),
+    SERVICE_SEPARATE_STEMS: (_async_separate, SupportsResponse.OPTIONAL),
+    SERVICE_ANNOUNCE: (_async_announce, SupportsResponse.OPTIONAL),
+    **dict.fromkeys(AUDIO_TOOLS, (_async_audio_tool, SupportsResponse.OPTIONAL)),
+}
+
+
+@callback
+def async_setup_services(hass: HomeAssistant) -> None:
+    """Register the integration's actions (once, for all entries)."""
+    for name, (handler, supports_response) in _HANDLERS.items():
+        hass.services.async_register(
+            DOMAIN,
+            name,
+            handler,
+            schema=SCHEMAS[name],
+            supports_response=supports_response,
+        )

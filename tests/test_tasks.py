@@ -1,0 +1,276 @@
+"""Long tasks: stem separation through the webhook, and by polling."""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+import logging
+from pathlib import Path
+from typing import Any
+from unittest.mock import patch
+
+from homeassistant.core import Event, HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers.network import NoURLAvailableError
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.tts_ai.const import DOMAIN, EVENT_TASK_COMPLETED
+from custom_components.tts_ai.tasks import TaskTracker, get_tracker
+from tests.audio import probe
+from tests.standin import Fault, StandinServer
+
+from .test_services import Folders, folders, speech_file  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+async def webhook_client(
+    hass: HomeAssistant,
+    hass_client_no_auth,
+    folders: Folders,  # noqa: F811 - routes must exist before the server starts
+    config_entry: MockConfigEntry,
+) -> Any:
+    """HA's HTTP server on loopback, set as HA's internal URL for webhooks."""
+    client = await hass_client_no_auth()
+    hass.config.internal_url = str(client.make_url("/")).rstrip("/")
+    return client
+
+
+def tracker_of(hass: HomeAssistant, entry: MockConfigEntry) -> TaskTracker:
+    """The entry's task tracker."""
+    tracker = get_tracker(hass, entry.entry_id)
+    assert tracker is not None
+    return tracker
+
+
+def completed_events(hass: HomeAssistant) -> list[Event]:
+    """Collect tts_ai_task_completed events from now on."""
+    events: list[Event] = []
+    hass.bus.async_listen(EVENT_TASK_COMPLETED, events.append)
+    return events
+
+
+async def separate(hass: HomeAssistant, audio: Path, **data: Any) -> dict[str, Any]:
+    """Call separate_stems and wait for the stems."""
+    return await hass.services.async_call(
+        DOMAIN,
+        "separate_stems",
+        {"audio": str(audio), "timeout": 30, **data},
+        blocking=True,
+        return_response=True,
+    )
+
+
+async def test_webhook_delivers_stored_stems(
+    hass: HomeAssistant,
+    webhook_client: Any,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """The service's webhook call ends the task: stems stored, event fired."""
+    events = completed_events(hass)
+    tracker = tracker_of(hass, config_entry)
+
+    response = await separate(hass, speech_file, stems=2, format="mp3")
+
+    sent = next(r for r in standin.requests if r.path == "audio/separate/")
+    assert sent.form["webhook_url"].endswith(f"/api/webhook/{tracker.webhook_id}")
+    assert [d["status"] for d in standin.webhook_deliveries] == [HTTPStatus.OK]
+    assert set(response["stems"]) == {"vocals", "accompaniment"}
+    source = await probe(speech_file.read_bytes())
+    for stem in response["stems"].values():
+        path = Path(stem["path"])
+        assert path.parent == folders.media / "tts_ai" / "separate_stems"
+        info = await probe(path.read_bytes())
+        assert info.codec == "mp3"
+        assert abs(info.duration - source.duration) < 0.3
+        assert stem["media_content_id"].endswith(path.name)
+    await hass.async_block_till_done()
+    assert len(events) == 1
+    assert events[0].data["task_id"] == response["task_id"]
+    assert events[0].data["stems"] == response["stems"]
+    assert events[0].data["entry_id"] == config_entry.entry_id
+    assert response["task_id"] not in tracker.pending
+
+
+async def test_webhook_ignores_replays_unknown_ids_and_junk(
+    hass: HomeAssistant,
+    webhook_client: Any,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Replayed, unknown, malformed and wrong-method calls change nothing."""
+    response = await separate(hass, speech_file)
+    await hass.async_block_till_done()
+    events = completed_events(hass)
+    tracker = tracker_of(hass, config_entry)
+    url = f"/api/webhook/{tracker.webhook_id}"
+    files_before = sorted((folders.media / "tts_ai").rglob("*"))
+    payload = standin.webhook_deliveries[0]["payload"]
+    caplog.set_level(logging.INFO, logger="custom_components.tts_ai")
+
+    replay = await webhook_client.post(url, json=payload)
+    unknown = await webhook_client.post(url, json={**payload, "task_id": "task_x"})
+    malformed = await webhook_client.post(url, data=b"{not json")
+    no_task = await webhook_client.post(url, json={"event": "task.completed"})
+    wrong_method = await webhook_client.put(url, json=payload)
+    await hass.async_block_till_done()
+
+    assert replay.status == HTTPStatus.OK
+    assert unknown.status == HTTPStatus.OK
+    assert malformed.status == HTTPStatus.BAD_REQUEST
+    assert no_task.status == HTTPStatus.BAD_REQUEST
+    assert wrong_method.status == HTTPStatus.METHOD_NOT_ALLOWED
+    assert events == []
+    assert sorted((folders.media / "tts_ai").rglob("*")) == files_before
+    log = caplog.text
+    assert f"replayed TTS.ai webhook call for {response['task_id']}" in log
+    assert "unknown task task_x" in log
+    assert log.count("malformed TTS.ai webhook") == 2
+    # Nothing was fetched for the ignored calls: results were asked for once.
+    task_path = f"results/{response['task_id']}"
+    assert [r.path for r in standin.requests].count(task_path) == 1
+
+
+async def test_polls_when_no_webhook_url(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """Without a URL the service could call, the task is polled to the end."""
+    events = completed_events(hass)
+    tracker_of(hass, config_entry).poll.interval = 0.1
+    with patch(
+        "homeassistant.components.webhook.async_generate_url",
+        side_effect=NoURLAvailableError,
+    ):
+        response = await separate(hass, speech_file, stems=4)
+
+    sent = next(r for r in standin.requests if r.path == "audio/separate/")
+    assert "webhook_url" not in sent.form
+    assert standin.webhook_deliveries == []
+    polls = [r for r in standin.requests if r.path == f"results/{response['task_id']}"]
+    assert len(polls) >= 2  # queued/processing first, then the result
+    assert set(response["stems"]) == {"vocals", "drums", "bass", "other"}
+    for stem in response["stems"].values():
+        assert (await probe(Path(stem["path"]).read_bytes())).duration > 1.0
+    await hass.async_block_till_done()
+    assert [e.data["task_id"] for e in events] == [response["task_id"]]
+
+
+async def test_without_response_the_event_brings_the_stems(
+    hass: HomeAssistant,
+    webhook_client: Any,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+) -> None:
+    """Called without a response, the action returns at once; the event follows."""
+    events = completed_events(hass)
+    tracker = tracker_of(hass, config_entry)
+    await hass.services.async_call(
+        DOMAIN, "separate_stems", {"audio": str(speech_file)}, blocking=True
+    )
+    assert events == []
+    (task_id,) = tracker.pending
+
+    await tracker.async_wait(task_id, 30)
+    await hass.async_block_till_done()
+
+    assert len(events) == 1
+    for stem in events[0].data["stems"].values():
+        assert Path(stem["path"]).is_file()
+
+
+async def test_wait_times_out_with_a_translated_error(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A task slower than the timeout raises task_timeout; unloading ends it."""
+    tracker = tracker_of(hass, config_entry)
+    tracker.poll.interval = 0.1
+    standin.inject(Fault.HANG, path="results/*")
+    with (
+        patch(
+            "homeassistant.components.webhook.async_generate_url",
+            side_effect=NoURLAvailableError,
+        ),
+        pytest.raises(HomeAssistantError) as caught,
+    ):
+        await separate(hass, speech_file, timeout=1)
+
+    assert caught.value.translation_key == "task_timeout"
+    assert "1 s" in str(caught.value)
+    assert len(tracker.pending) == 1
+    # The pending task is kept for after a restart; unloading stops the poll.
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+
+
+async def test_pending_task_survives_a_reload(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A task pending at unload is stored, and finished after the next setup."""
+    events = completed_events(hass)
+    tracker = tracker_of(hass, config_entry)
+    webhook_id = tracker.webhook_id
+    standin.inject(Fault.HANG, path="results/*")
+    with patch(
+        "homeassistant.components.webhook.async_generate_url",
+        side_effect=NoURLAvailableError,
+    ):
+        await hass.services.async_call(
+            DOMAIN, "separate_stems", {"audio": str(speech_file)}, blocking=True
+        )
+    (task_id,) = tracker.pending
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+    standin.clear_faults()
+
+    assert await hass.config_entries.async_setup(config_entry.entry_id)
+    resumed = tracker_of(hass, config_entry)
+    assert resumed.webhook_id == webhook_id  # the service may still call it
+    assert resumed.pending == {task_id}
+    resumed.poll.interval = 0.1
+    for _ in range(100):
+        if events:
+            break
+        await asyncio.sleep(0.1)
+
+    assert [e.data["task_id"] for e in events] == [task_id]
+    assert events[0].data["status"] == "success"
+    assert resumed.pending == set()
+
+
+async def test_unreachable_webhook_falls_back_to_slow_polling(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """An internal URL the service cannot reach still ends with the stems."""
+    hass.config.internal_url = "http://127.0.0.1:9"  # nothing listens there
+    tracker = tracker_of(hass, config_entry)
+    tracker.poll.webhook_grace = 0.5
+    tracker.poll.webhook_interval = 0.1
+
+    response = await separate(hass, speech_file)
+
+    sent = next(r for r in standin.requests if r.path == "audio/separate/")
+    assert sent.form["webhook_url"].startswith("http://127.0.0.1:9/api/webhook/")
+    assert standin.webhook_deliveries[0]["status"] is None  # the call failed
+    assert response["status"] == "success"
+    assert all(Path(s["path"]).is_file() for s in response["stems"].values())
