@@ -32,7 +32,6 @@ from homeassistant.config_entries import (
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
-import mutagen
 
 from .api.endpoints import CLONE, CLONE_MODELS
 
@@ -140,6 +139,10 @@ def check_recording(path: Path) -> tuple[str, float]:
             size=f"{size / 1024 / 1024:.1f}",
             limit=str(MAX_RECORDING_BYTES // 1024 // 1024),
         )
+    # HA's tts component brings mutagen; it may not be installed yet when
+    # this module is imported, so import it where it is used.
+    import mutagen  # noqa: PLC0415
+
     try:
         audio = mutagen.File(path)
     except mutagen.MutagenError, OSError:

@@ -56,7 +56,7 @@ async def async_get_config_entry_diagnostics(
 
 
 def _error(err: BaseException | None) -> dict[str, Any] | None:
-    """Describe an error by type and code only: messages may quote requests."""
+    """Describe an error by type and code only: messages may quote user text."""
     if err is None:
         return None
     return {"type": type(err).__name__, "code": getattr(err, "code", None)}
