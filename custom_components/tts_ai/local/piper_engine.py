@@ -25,7 +25,7 @@ from typing import Any
 from ..api.audio import pcm_to_wav
 from ..api.text import split_sentences
 from .device import DeviceProfile, detect_device_profile
-from .idle import IdleReleaser, free_objects
+from .idle import IdleReleaser, free_objects, trim_heap
 from .pcm import PcmChunk
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ FIRST_PIECE_MAX_WORDS = 10
 _MIN_CLAUSE_CHARS = 15
 # After , ; : or a spaced dash; also inside "word—word". "1,000" stays whole.
 _CLAUSE_BREAK = re.compile(r"(?<=[,;:\u2014\u2013])\s+|(?<=\w\u2014)(?=\w)")
+# Give freed heap memory back every this many syntheses (see idle.trim_heap):
+# onnxruntime's per-run allocations otherwise make a long-running HA creep up.
+TRIM_HEAP_EVERY = 25
 # Synthesised once after loading, so the first real request does not pay
 # for ONNX Runtime's lazy allocations and espeak-ng's start-up.
 _WARM_UP_TEXT = "Ready."
@@ -113,6 +116,7 @@ class PiperEngine:
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._sample_rates: dict[LocalVoice, int] = {}
         self._idle = IdleReleaser(idle_unload_after, self.unload)
+        self._syntheses = 0
 
     @property
     def loaded_voices(self) -> list[str]:
@@ -169,6 +173,10 @@ class PiperEngine:
                     yield PcmChunk(
                         audio=audio, sample_rate=loaded.sample_rate, text=piece
                     )
+                self._syntheses += 1
+                if self._syntheses % TRIM_HEAP_EVERY == 0:
+                    # Off the listener's path: nobody waits for it.
+                    loop.run_in_executor(None, trim_heap)
             finally:
                 # The consumer stopped early: drop the piece synthesised ahead.
                 # The executor job runs to its end; its result is discarded.
