@@ -10,47 +10,24 @@ on other processes.
 """
 
 from collections.abc import Iterator
-import importlib.util
 import json
 from pathlib import Path
-import socket
 import subprocess
 import time
-from types import ModuleType
 from typing import Any
 
 from homeassistant.components.media_player import MediaPlayerEntityFeature
 import numpy as np
 import pytest
 
+from tests.realhass import devenv, free_port
 from tests.standin.engines import transcribe_samples
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 OUTAGE_MESSAGE = "Attention. The back door is open."
 MESSAGE = "The garage door is open."
 WHISPER_RATE = 16000
 FFPROBE_JSON = ("ffprobe", "-v", "error", "-print_format", "json")
 FFMPEG_FROM_STDIN = ("ffmpeg", "-v", "error", "-i", "-")
-
-
-def _load_devenv() -> ModuleType:
-    """Import scripts/devenv.py, which is a script and not a package module."""
-    spec = importlib.util.spec_from_file_location(
-        "devenv", REPO_ROOT / "scripts" / "devenv.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-devenv = _load_devenv()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -62,7 +39,7 @@ def config_dir(tmp_path: Path) -> Path:
     110 MB, so an empty development checkout of it stands in.
     """
     configuration = devenv.load_configuration(devenv.DEFAULT_CONFIG_DIR)
-    configuration["http"] = {**configuration["http"], "server_port": _free_port()}
+    configuration["http"] = {**configuration["http"], "server_port": free_port()}
     frontend_checkout = tmp_path / "frontend"
     for served in ("static", "frontend_latest", "frontend_es5"):
         (frontend_checkout / "hass_frontend" / served).mkdir(parents=True)
@@ -160,7 +137,7 @@ def test_develop_environment_speaks_through_home_assistant(
     socket_enabled: None, config_dir: Path, server_log: Path
 ) -> None:
     """Fresh config: onboarded, entry added, tts.speak plays stand-in speech."""
-    standin_port = _free_port()
+    standin_port = free_port()
     with (
         server_log.open("w") as output,
         devenv.running_instance(
@@ -248,7 +225,7 @@ def test_develop_second_run_skips_onboarding(
     socket_enabled: None, config_dir: Path, server_log: Path
 ) -> None:
     """On an existing config, develop logs in and keeps the entry it made."""
-    standin_port = _free_port()  # develop always uses the same one
+    standin_port = free_port()  # develop always uses the same one
     with server_log.open("w") as output:
         with devenv.running_instance(
             config_dir, standin_port=standin_port, output=output

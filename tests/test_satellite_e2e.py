@@ -19,17 +19,14 @@ import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-import importlib.util
 import json
 from pathlib import Path
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from types import ModuleType
 from typing import IO, Any
 
 import aiohttp
@@ -40,6 +37,7 @@ import pytest_socket
 from scripts.satellite_app.ha import HomeAssistant, choose_pipeline
 from scripts.satellite_app.resample import resample
 from scripts.satellite_app.wav import Pcm
+from tests.realhass import devenv, free_port
 from tests.standin.engines import synthesize_pcm, transcribe_samples, wav_bytes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -65,26 +63,6 @@ async def serve():
 
 asyncio.run(serve())
 """
-
-
-def _load_devenv() -> ModuleType:
-    """Import scripts/devenv.py, which is a script and not a package module."""
-    spec = importlib.util.spec_from_file_location(
-        "devenv", REPO_ROOT / "scripts" / "devenv.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-devenv = _load_devenv()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -311,7 +289,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AssistHome]:
     """
     pytest_socket.enable_socket()
     tmp = tmp_path_factory.mktemp("satellite-e2e")
-    port = _free_port()
+    port = free_port()
     configuration = _configuration(tmp, port)
     config_dir = tmp / "config"
     devenv.write_configuration(config_dir, configuration)

@@ -253,7 +253,10 @@ class StreamingEncoder:
         assert stdin is not None
         stdin.close()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            await stdin.wait_closed()
+            # Shielded: cancelling this wait (a client that hangs up) would
+            # cancel asyncio's own close future, which then fails with
+            # InvalidStateError when the pipe really closes.
+            await asyncio.shield(stdin.wait_closed())
 
     async def read(self) -> bytes:
         """The next encoded bytes available; ``b""`` once ffmpeg has finished."""
