@@ -38,6 +38,7 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.event import async_call_later
 
 from .const import DOMAIN, RESULTS_DIR, SERVICE_ANNOUNCE
+from .files import write_atomically
 from .media_io import (
     async_local_path,
     async_store_result,
@@ -183,10 +184,7 @@ async def _async_chime_path(hass: HomeAssistant, chime: str) -> Path:
 
     def ensure() -> Path:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temp = path.with_suffix(".tmp")
-            temp.write_bytes(two_tone_chime())
-            temp.replace(path)
+            write_atomically(path, two_tone_chime())
         return path
 
     return await hass.async_add_executor_job(ensure)

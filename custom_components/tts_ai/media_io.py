@@ -24,6 +24,7 @@ from homeassistant.util import dt as dt_util
 
 from .api.endpoints import MEGABYTE, Endpoint
 from .const import DOMAIN, RESULTS_DIR
+from .files import write_atomically
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ async def async_store_result(
     folder = media_dir(hass) / RESULTS_DIR / action
     try:
         path = await hass.async_add_executor_job(
-            _write_atomically, folder, data, fmt, label
+            _write_result, folder, data, fmt, label
         )
     except OSError as err:
         raise HomeAssistantError(
@@ -199,7 +200,7 @@ def _safe_label(label: str) -> str:
     return cleaned[:40] or "part"
 
 
-def _write_atomically(folder: Path, data: bytes, fmt: str, label: str | None) -> Path:
+def _write_result(folder: Path, data: bytes, fmt: str, label: str | None) -> Path:
     """Write ``data`` under a fresh name via a temp file + rename (blocking).
 
     A reader (a media player fetching the file) never sees half a file, and a
@@ -212,16 +213,7 @@ def _write_atomically(folder: Path, data: bytes, fmt: str, label: str | None) ->
         target = folder / f"{stamp}-{secrets.token_hex(3)}{suffix}.{fmt}"
         if not target.exists():
             break
-    temp = folder / f".{target.name}.tmp"
-    try:
-        with temp.open("wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        temp.replace(target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    write_atomically(target, data)
     return target
 
 

@@ -41,6 +41,8 @@ from urllib.parse import quote
 
 import aiohttp
 
+from ..files import write_atomically
+
 _LOGGER = logging.getLogger(__name__)
 
 PIPER_VOICES_URL: Final = "https://huggingface.co/rhasspy/piper-voices/resolve/main/"
@@ -1080,18 +1082,8 @@ def _commit_part(part: Path, final: Path) -> None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a fsynced temporary file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + PART_SUFFIX)
-    try:
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` atomically, and make the rename durable."""
+    write_atomically(path, data)
     _fsync_dir(path.parent)
 
 
