@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
@@ -64,6 +66,22 @@ def describe(err: TtsAiError) -> tuple[str, dict[str, str]]:
     if isinstance(err, RateLimitedError):
         placeholders["reset"] = _reset_text(err)
     return key, placeholders
+
+
+@contextmanager
+def reauth_on_refused_key(
+    hass: HomeAssistant, entry: TtsAiConfigEntry
+) -> Iterator[None]:
+    """Start reauth when the cloud refuses the key inside the block, and re-raise.
+
+    With a fallback the 401 never reaches the user as an error (the device
+    speaks instead), so the reauth flow must start where the call is made.
+    """
+    try:
+        yield
+    except AuthenticationError:
+        entry.async_start_reauth(hass)
+        raise
 
 
 def to_ha_error(

@@ -22,10 +22,11 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import TtsAiConfigEntry
-from .api import STT_LANGUAGES, AuthenticationError, TtsAiError, pcm_to_wav
+from .api import STT_LANGUAGES, TtsAiError, pcm_to_wav
 from .catalogue import base_language
 from .const import CONF_STT_MODEL, DEFAULT_STT_MODEL, REGIONAL_LANGUAGE_TAGS
 from .entity import TtsAiEntity
+from .errors import reauth_on_refused_key
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -106,13 +107,10 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
             wav = pcm_to_wav(
                 pcm, rate=int(metadata.sample_rate), channels=int(metadata.channel)
             )
-            try:
+            with reauth_on_refused_key(self.hass, self._entry):
                 result = await self._data.client.stt(
                     wav, model=self._model, language=language
                 )
-            except AuthenticationError:
-                self._entry.async_start_reauth(self.hass)
-                raise
             return result.text
 
         async def local() -> str:

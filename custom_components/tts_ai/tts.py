@@ -25,7 +25,6 @@ from .api import (
     SPEED_RANGE,
     TTS_FORMATS,
     AudioResult,
-    AuthenticationError,
     SentenceBuffer,
     TtsAiClient,
     TtsAiError,
@@ -51,7 +50,7 @@ from .const import (
     DOMAIN,
 )
 from .entity import TtsAiEntity
-from .errors import to_ha_error
+from .errors import reauth_on_refused_key, to_ha_error
 from .fallback import Mode, Source, falls_back
 
 _LOGGER = logging.getLogger(__name__)
@@ -357,17 +356,14 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
 
     async def _cloud_call[T](self, request: Any) -> T:
         """Await a cloud request; a refused key also starts reauth."""
-        try:
+        with reauth_on_refused_key(self.hass, self._entry):
             return await request
-        except AuthenticationError:
-            self._entry.async_start_reauth(self.hass)
-            raise
 
     async def _cloud_stream(
         self, text: str, settings: SpeechSettings
     ) -> AsyncIterator[bytes]:
         assert self._data.client is not None
-        try:
+        with reauth_on_refused_key(self.hass, self._entry):
             async for chunk in self._data.client.tts_stream(
                 text,
                 model=settings.model,
@@ -377,9 +373,6 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
                 language=settings.language,
             ):
                 yield chunk
-        except AuthenticationError:
-            self._entry.async_start_reauth(self.hass)
-            raise
 
     def _local_stream(
         self, text: str, settings: SpeechSettings
