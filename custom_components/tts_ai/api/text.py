@@ -27,6 +27,15 @@ _ABBREVIATIONS = frozenset(
     }
 )  # fmt: skip
 _CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+")
+# C0 and C1 control characters (newline kept: it ends a sentence), DEL and
+# lone surrogates: a speech engine gets nothing from them, espeak-ng's C API
+# stops at a NUL, and a surrogate cannot even be encoded to UTF-8.
+_UNSPEAKABLE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """Replace control characters and lone surrogates in ``text`` by spaces."""
+    return _UNSPEAKABLE.sub(" ", text)
 
 
 def split_sentences(text: str) -> list[str]:

@@ -1,10 +1,11 @@
 """Piper text-to-speech on the device, streamed sentence by sentence.
 
 Each voice gets its own ONNX Runtime session, tuned for a small ARM board.
-Synthesis runs in the event loop's default executor, one text piece at a
-time and at most one piece ahead of the consumer, so the first audio is out
-after the first sentence (or the first clause of a long one) while the rest
-is still being synthesised.
+Synthesis runs on a thread of the engine's own, one text piece of bounded
+length at a time and at most one piece ahead of the consumer, so the first
+audio is out after the first sentence (or the first clause of a long one)
+while the rest is still being synthesised, and a consumer that stops (the
+cloud won a hedge) stops the work within one piece.
 """
 
 # The engines' packages are optional: import them lazily (see __init__.py).
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 import json
 import logging
 from pathlib import Path
@@ -23,7 +26,7 @@ import re
 from typing import Any
 
 from ..api.audio import pcm_to_wav
-from ..api.text import split_sentences
+from ..api.text import clean_text, split_sentences
 from .device import DeviceProfile, detect_device_profile
 from .idle import IdleReleaser, free_objects, trim_heap
 from .pcm import PcmChunk
@@ -34,6 +37,20 @@ _LOGGER = logging.getLogger(__name__)
 # hears something after one clause instead of after the whole sentence.
 FIRST_PIECE_MAX_CHARS = 60
 FIRST_PIECE_MAX_WORDS = 10
+# No piece is longer than this. ONNX Runtime's working memory for one Piper
+# inference grows with the length of its text: measured on the 2-core x86_64
+# development machine, peak RSS growth of one inference is ~1.2 MB per
+# character up to 150 characters (20: +34 MB, 80: +125 MB, 150: +202 MB) and
+# one unpunctuated sentence of 1,000 characters took +630 MB, 2,000 +1.1-1.35
+# GB, 20,000 std::bad_alloc: a templated automation text could take a 1-4 GB
+# Pi down. A sentence up to this length (a long one in a normal
+# announcement) is one piece; a longer one is cut at clauses.
+MAX_PIECE_CHARS = 100
+# A clause still longer than MAX_PIECE_CHARS is cut between words into pieces
+# of at most this length: without punctuation there is no phrasing to keep,
+# and short pieces keep such text below a normal announcement's memory
+# (scripts/bench, the long-text figure).
+WORD_PIECE_MAX_CHARS = 60
 # Clauses shorter than this are joined to a neighbour: a lone "Well," as its
 # own piece sounds choppy and saves no time.
 _MIN_CLAUSE_CHARS = 15
@@ -117,6 +134,11 @@ class PiperEngine:
         self._sample_rates: dict[LocalVoice, int] = {}
         self._idle = IdleReleaser(idle_unload_after, self.unload)
         self._syntheses = 0
+        # Every inference runs on this one thread, one at a time. Two at once
+        # would need twice the memory for no gain (one already uses every
+        # core), and the heap of a single thread is reused from piece to
+        # piece instead of growing one malloc arena per executor thread.
+        self._inference: ThreadPoolExecutor | None = None
 
     @property
     def loaded_voices(self) -> list[str]:
@@ -136,6 +158,12 @@ class PiperEngine:
             self._sample_rates[voice] = rate
         return rate
 
+    def _inference_thread(self) -> ThreadPoolExecutor:
+        """Return the thread that loads voices and runs every inference."""
+        if self._inference is None:
+            self._inference = ThreadPoolExecutor(1, thread_name_prefix="piper")
+        return self._inference
+
     async def load(self, voice: LocalVoice) -> None:
         """Load ``voice`` and warm it up; evicts the least recently used voice."""
         with self._idle.in_use():
@@ -146,8 +174,8 @@ class PiperEngine:
     ) -> AsyncIterator[PcmChunk]:
         """Yield the speech for ``text`` piece by piece as it is synthesised.
 
-        Pieces are sentences, the first one cut at clauses when long. While
-        the caller handles one chunk, the next piece is being synthesised.
+        Pieces are sentences of bounded length (see :func:`split_for_streaming`).
+        While the caller handles one chunk, the next piece is being synthesised.
         ``speed`` 2.0 talks twice as fast. Blank text yields nothing. A caller
         that stops early should close the generator (``contextlib.aclosing``)
         so the piece synthesised ahead is dropped and the idle countdown
@@ -160,16 +188,19 @@ class PiperEngine:
         loop = asyncio.get_running_loop()
         with self._idle.in_use():
             loaded = await self._ensure_loaded(voice)
-            pending = loop.run_in_executor(
-                None, _render, loaded.piper, pieces[0], length_scale
-            )
+            thread = self._inference_thread()
+
+            def render(piece: str) -> asyncio.Future[bytes]:
+                return loop.run_in_executor(
+                    thread, _render, loaded.piper, piece, length_scale
+                )
+
+            pending = render(pieces[0])
             try:
                 for index, piece in enumerate(pieces):
                     audio = await pending
                     if index + 1 < len(pieces):
-                        pending = loop.run_in_executor(
-                            None, _render, loaded.piper, pieces[index + 1], length_scale
-                        )
+                        pending = render(pieces[index + 1])
                     yield PcmChunk(
                         audio=audio, sample_rate=loaded.sample_rate, text=piece
                     )
@@ -210,9 +241,15 @@ class PiperEngine:
             )
 
     async def close(self) -> None:
-        """Stop the idle countdown and free every voice."""
+        """Stop the idle countdown, free every voice and end the thread."""
         await self._idle.close()
         await self.unload()
+        if (thread := self._inference) is not None:
+            self._inference = None
+            # Queued pieces are dropped; one already running is waited for.
+            await asyncio.get_running_loop().run_in_executor(
+                None, partial(thread.shutdown, wait=True, cancel_futures=True)
+            )
 
     async def _ensure_loaded(self, voice: LocalVoice) -> _LoadedVoice:
         """Return ``voice`` loaded, loading it once however many ask at once."""
@@ -225,7 +262,9 @@ class PiperEngine:
             loop = asyncio.get_running_loop()
             if self._profile is None:
                 self._profile = await loop.run_in_executor(None, detect_device_profile)
-            loaded = await loop.run_in_executor(None, _load_voice, voice, self._profile)
+            loaded = await loop.run_in_executor(
+                self._inference_thread(), _load_voice, voice, self._profile
+            )
             self._sample_rates[voice] = loaded.sample_rate
             self._voices[voice.key] = loaded
             evicted: list[_LoadedVoice] = []
@@ -249,16 +288,34 @@ class PiperEngine:
 def split_for_streaming(text: str) -> list[str]:
     """Split ``text`` into the pieces synthesised one at a time.
 
-    Sentences, except that a long first sentence is cut at its clauses so
-    that the first audio is ready sooner.
+    Sentences, each at most :data:`MAX_PIECE_CHARS` long: a longer one is cut
+    at its clauses (packed back together up to the limit), and a clause that
+    is still too long between words. A long first sentence gives its first
+    clause alone, so that the first audio is ready sooner. Control characters
+    become spaces and runs of whitespace one space; no word is dropped.
     """
-    sentences = split_sentences(text)
-    if not sentences:
-        return []
-    first = sentences[0]
-    if len(first) > FIRST_PIECE_MAX_CHARS or len(first.split()) > FIRST_PIECE_MAX_WORDS:
-        return [*split_clauses(first), *sentences[1:]]
-    return sentences
+    pieces: list[str] = []
+    for raw_sentence in split_sentences(clean_text(text)):
+        sentence = " ".join(raw_sentence.split())
+        if not pieces:
+            if (
+                len(sentence) > FIRST_PIECE_MAX_CHARS
+                or len(sentence.split()) > FIRST_PIECE_MAX_WORDS
+            ):
+                first, *rest = split_clauses(sentence)
+                clauses = [first, *_pack(rest, MAX_PIECE_CHARS)]
+            else:
+                clauses = [sentence]
+        elif len(sentence) > MAX_PIECE_CHARS:
+            clauses = _pack(split_clauses(sentence), MAX_PIECE_CHARS)
+        else:
+            clauses = [sentence]
+        for clause in clauses:
+            if len(clause) <= MAX_PIECE_CHARS:
+                pieces.append(clause)
+            else:
+                pieces.extend(_split_words(clause))
+    return pieces
 
 
 def split_clauses(sentence: str) -> list[str]:
@@ -275,6 +332,37 @@ def split_clauses(sentence: str) -> list[str]:
     if len(pieces) > 1 and len(pieces[-1]) < _MIN_CLAUSE_CHARS:
         tail = pieces.pop()
         pieces[-1] = f"{pieces[-1]} {tail}"
+    return pieces
+
+
+def _split_words(clause: str) -> list[str]:
+    """Cut an over-long clause between words into pieces of similar length.
+
+    Each piece is at most :data:`WORD_PIECE_MAX_CHARS` long; a word longer
+    than that is cut inside.
+    """
+    words = [
+        word[start : start + WORD_PIECE_MAX_CHARS]
+        for word in clause.split()
+        for start in range(0, len(word), WORD_PIECE_MAX_CHARS)
+    ]
+    # Aim at pieces of even length, so no short tail is spoken on its own.
+    count = -(-len(clause) // WORD_PIECE_MAX_CHARS)
+    target = -(-len(clause) // count) + 8
+    return _pack(words, min(WORD_PIECE_MAX_CHARS, target))
+
+
+def _pack(parts: list[str], limit: int) -> list[str]:
+    """Join parts with single spaces, greedily, into pieces within ``limit``.
+
+    A part longer than ``limit`` stays a piece of its own.
+    """
+    pieces: list[str] = []
+    for part in parts:
+        if pieces and len(pieces[-1]) + 1 + len(part) <= limit:
+            pieces[-1] = f"{pieces[-1]} {part}"
+        else:
+            pieces.append(part)
     return pieces
 
 

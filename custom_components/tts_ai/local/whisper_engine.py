@@ -14,6 +14,7 @@ import asyncio
 from dataclasses import dataclass
 import logging
 from pathlib import Path
+import threading
 from typing import Any
 
 from .device import DeviceProfile, detect_device_profile
@@ -100,11 +101,26 @@ class WhisperEngine:
             return Transcript(text="", language=language, duration=0.0)
         loop = asyncio.get_running_loop()
         with self._idle.in_use():
-            async with self._lock:
+            await self._lock.acquire()
+            try:
                 model = await self._ensure_loaded()
-                return await loop.run_in_executor(
-                    None, self._run, model, pcm16, sample_rate, language
-                )
+            except BaseException:
+                self._lock.release()
+                raise
+            stop = threading.Event()
+            job = loop.run_in_executor(
+                None, self._run, model, pcm16, sample_rate, language, stop
+            )
+            # The lock is given back when the job has ended, not when this
+            # call does: a cancelled caller (the cloud won a hedge) must not
+            # let a second transcription start beside the one still decoding.
+            job.add_done_callback(lambda _: self._lock.release())
+            try:
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                # Ask the job to stop at the next 30-second window.
+                stop.set()
+                raise
 
     async def unload(self) -> None:
         """Drop the model from memory; the next transcription reloads it."""
@@ -155,9 +171,18 @@ class WhisperEngine:
         )
 
     def _run(
-        self, model: Any, pcm16: bytes, sample_rate: int, language: str | None
+        self,
+        model: Any,
+        pcm16: bytes,
+        sample_rate: int,
+        language: str | None,
+        stop: threading.Event,
     ) -> Transcript:
-        """Convert the audio and transcribe it; the segments are consumed here."""
+        """Convert the audio and transcribe it; the segments are consumed here.
+
+        Once ``stop`` is set, decoding ends after the current 30-second window
+        (the caller has gone; what was heard so far is returned to nobody).
+        """
         import numpy as np
 
         speech = resample_linear(
@@ -182,7 +207,12 @@ class WhisperEngine:
         )
         # ``segments`` is a lazy generator: decoding happens while we iterate,
         # so it must be consumed here, in the executor.
-        text = " ".join(segment.text.strip() for segment in segments).strip()
+        texts: list[str] = []
+        for segment in segments:
+            if stop.is_set():
+                break
+            texts.append(segment.text.strip())
+        text = " ".join(texts).strip()
         return Transcript(
             text=text,
             language=info.language,
