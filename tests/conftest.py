@@ -16,7 +16,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 import custom_components.tts_ai  # noqa: F401
 from custom_components.tts_ai.config_flow import key_fingerprint
 from custom_components.tts_ai.const import CONF_BASE_URL, CONF_MODE, DOMAIN
-from tests.standin import DEFAULT_API_KEY, StandinServer
+from tests.harness.standin import DEFAULT_API_KEY, StandinServer
 
 
 @pytest.fixture(autouse=True)

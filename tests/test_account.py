@@ -16,7 +16,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.tts_ai.api import InsufficientCreditsError, TtsAiClient
-from tests.standin import DEFAULT_API_KEY, Fault, StandinServer
+from tests.harness.standin import DEFAULT_API_KEY, Fault, StandinServer
 
 from .conftest import make_entry
 

@@ -27,7 +27,6 @@ from custom_components.tts_ai.api import (
     ModelLoadingError,
     NotFoundError,
     RateLimitedError,
-    SentenceBuffer,
     TextTooLongError,
     TtsAiClient,
     TtsAiConnectionError,
@@ -35,13 +34,16 @@ from custom_components.tts_ai.api import (
     TtsAiTimeoutError,
     UploadTooLargeError,
     WebhookEvent,
+)
+from custom_components.tts_ai.api.errors import error_from_response
+from custom_components.tts_ai.speech.audio import join_audio, pcm_to_wav
+from custom_components.tts_ai.speech.text import (
+    SentenceBuffer,
     chunk_text,
     split_sentences,
 )
-from custom_components.tts_ai.api.audio import join_audio, pcm_to_wav
-from custom_components.tts_ai.api.errors import error_from_response
 from tests.audio import decode_pcm, probe
-from tests.standin import (
+from tests.harness.standin import (
     DEFAULT_API_KEY,
     Fault,
     StandinServer,

@@ -21,7 +21,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.tts_ai.cloned_voices import voices_dir
 from tests.audio import decode_pcm, probe
-from tests.standin import StandinServer, transcribe_pcm
+from tests.harness.standin import StandinServer, transcribe_pcm
 from tests.test_tts import TTS_ENTITY, speak
 
 SUBENTRY_TYPE = "cloned_voice"

@@ -14,7 +14,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.tts_ai.config_flow import key_fingerprint
 from custom_components.tts_ai.const import CONF_BASE_URL, DOMAIN
-from tests.standin import DEFAULT_API_KEY, Fault, StandinServer
+from tests.harness.standin import DEFAULT_API_KEY, Fault, StandinServer
 
 from .conftest import make_entry
 

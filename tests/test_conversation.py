@@ -10,7 +10,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from tests.audio import probe
-from tests.standin import Fault, StandinServer
+from tests.harness.standin import Fault, StandinServer
 
 from .conftest import make_entry
 

@@ -1,6 +1,6 @@
 """End to end: the `scripts/develop` environment speaks through a real Home Assistant.
 
-This runs the code path of ``scripts/develop`` (``scripts/devenv.py``): a real
+This runs the code path of ``scripts/develop`` (``tests/harness/realhass.py``): a real
 ``hass`` process on the repository's development configuration (on a free port,
 in a temporary directory) and the TTS.ai stand-in as a process. It onboards,
 adds the TTS.ai entry through the config flow, calls ``tts.speak`` over the
@@ -20,8 +20,8 @@ from homeassistant.components.media_player import MediaPlayerEntityFeature
 import numpy as np
 import pytest
 
-from tests.realhass import devenv, free_port
-from tests.standin.engines import transcribe_samples
+from tests.harness import realhass
+from tests.harness.standin.engines import transcribe_samples
 
 OUTAGE_MESSAGE = "Attention. The back door is open."
 MESSAGE = "The garage door is open."
@@ -38,14 +38,17 @@ def config_dir(tmp_path: Path) -> Path:
     frontend (it falls back to recovery mode), and the test needs none of its
     110 MB, so an empty development checkout of it stands in.
     """
-    configuration = devenv.load_configuration(devenv.DEFAULT_CONFIG_DIR)
-    configuration["http"] = {**configuration["http"], "server_port": free_port()}
+    configuration = realhass.load_configuration(realhass.DEFAULT_CONFIG_DIR)
+    configuration["http"] = {
+        **configuration["http"],
+        "server_port": realhass.free_port(),
+    }
     frontend_checkout = tmp_path / "frontend"
     for served in ("static", "frontend_latest", "frontend_es5"):
         (frontend_checkout / "hass_frontend" / served).mkdir(parents=True)
     configuration["frontend"] = {"development_repo": str(frontend_checkout)}
     directory = tmp_path / "config"
-    devenv.write_configuration(directory, configuration)
+    realhass.write_configuration(directory, configuration)
     return directory
 
 
@@ -60,7 +63,7 @@ def server_log(tmp_path: Path) -> Iterator[Path]:
 
 def _template(dev: Any, template: str) -> Any:
     """Render a template in Home Assistant; the templates here render JSON."""
-    answer = devenv.http_request(
+    answer = realhass.http_request(
         "POST",
         f"{dev.hass_url}/api/template",
         token=dev.token,
@@ -81,7 +84,7 @@ def _entity(dev: Any, name_part: str) -> str | None:
 
 
 def _state(dev: Any, entity_id: str) -> dict[str, Any]:
-    answer = devenv.http_request(
+    answer = realhass.http_request(
         "GET", f"{dev.hass_url}/api/states/{entity_id}", token=dev.token
     )
     assert answer.status == 200, answer
@@ -137,17 +140,17 @@ def test_develop_environment_speaks_through_home_assistant(
     socket_enabled: None, config_dir: Path, server_log: Path
 ) -> None:
     """Fresh config: onboarded, entry added, tts.speak plays stand-in speech."""
-    standin_port = free_port()
+    standin_port = realhass.free_port()
     with (
         server_log.open("w") as output,
-        devenv.running_instance(
+        realhass.running_instance(
             config_dir, standin_port=standin_port, output=output
         ) as dev,
     ):
         assert dev.entry["domain"] == "tts_ai"
         assert dev.entry["state"] == "loaded"
         # Nothing shows as failed on the Integrations page of the fresh instance.
-        entries = devenv.http_request(
+        entries = realhass.http_request(
             "GET", f"{dev.hass_url}/api/config/config_entries/entry", token=dev.token
         ).body
         assert [e["domain"] for e in entries if e["state"] == "setup_error"] == []
@@ -158,7 +161,7 @@ def test_develop_environment_speaks_through_home_assistant(
         )
         player = _player_that_plays_media(dev)
 
-        spoken = devenv.http_request(
+        spoken = realhass.http_request(
             "POST",
             f"{dev.hass_url}/api/services/tts/speak",
             token=dev.token,
@@ -173,14 +176,14 @@ def test_develop_environment_speaks_through_home_assistant(
         assert tts_entity in played
 
         # The same message from the same engine: the audio the player was given.
-        url = devenv.http_request(
+        url = realhass.http_request(
             "POST",
             f"{dev.hass_url}/api/tts_get_url",
             token=dev.token,
             json_body={"engine_id": tts_entity, "message": MESSAGE},
         )
         assert url.status == 200, url
-        audio = devenv.http_request("GET", f"{dev.hass_url}{url.body['path']}")
+        audio = realhass.http_request("GET", f"{dev.hass_url}{url.body['path']}")
         assert audio.status == 200
 
         # The cloud goes away: the device speaks with the models the entry
@@ -192,15 +195,15 @@ def test_develop_environment_speaks_through_home_assistant(
         ):
             assert time.monotonic() < deadline, models_sensor
             time.sleep(0.5)
-        devenv.stop_process(dev.standin)
-        outage_url = devenv.http_request(
+        realhass.stop_process(dev.standin)
+        outage_url = realhass.http_request(
             "POST",
             f"{dev.hass_url}/api/tts_get_url",
             token=dev.token,
             json_body={"engine_id": tts_entity, "message": OUTAGE_MESSAGE},
         )
         assert outage_url.status == 200, outage_url
-        outage_audio = devenv.http_request(
+        outage_audio = realhass.http_request(
             "GET", f"{dev.hass_url}{outage_url.body['path']}"
         )
         assert outage_audio.status == 200
@@ -225,16 +228,18 @@ def test_develop_second_run_skips_onboarding(
     socket_enabled: None, config_dir: Path, server_log: Path
 ) -> None:
     """On an existing config, develop logs in and keeps the entry it made."""
-    standin_port = free_port()  # develop always uses the same one
+    standin_port = realhass.free_port()  # develop always uses the same one
     with server_log.open("w") as output:
-        with devenv.running_instance(
+        with realhass.running_instance(
             config_dir, standin_port=standin_port, output=output
         ) as first:
             first_entry = first.entry["entry_id"]
-        with devenv.running_instance(
+        with realhass.running_instance(
             config_dir, standin_port=standin_port, output=output
         ) as second:
-            onboarding = devenv.http_request("GET", f"{second.hass_url}/api/onboarding")
+            onboarding = realhass.http_request(
+                "GET", f"{second.hass_url}/api/onboarding"
+            )
             assert onboarding.status == 404  # HA drops the views once onboarded
             assert second.entry["entry_id"] == first_entry
             assert second.entry["state"] == "loaded"

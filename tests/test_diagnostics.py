@@ -11,7 +11,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
 )
 
-from tests.standin import DEFAULT_API_KEY
+from tests.harness.standin import DEFAULT_API_KEY
 
 
 async def test_diagnostics_redact_key(

@@ -20,8 +20,8 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
-from tests.model_server import ModelServer
-from tests.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
+from tests.harness.model_server import ModelServer
+from tests.harness.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
 
 from .conftest import make_entry
 from .test_stt import HEADERS, STT_ENTITY

@@ -6,7 +6,7 @@ from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from tests.standin import Fault, StandinServer
+from tests.harness.standin import Fault, StandinServer
 
 from .conftest import make_entry
 

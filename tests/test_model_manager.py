@@ -25,7 +25,7 @@ from custom_components.tts_ai.local.model_manager import (
     ModelNotFoundError,
     ModelStorageError,
 )
-from tests.model_server import (
+from tests.harness.model_server import (
     FAKE_WHISPER_MODEL,
     REAL_PIPER_VOICE,
     REAL_WHISPER_MODEL,

@@ -40,20 +40,95 @@ def test_translations_are_current() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_api_package_does_not_import_home_assistant() -> None:
-    """The client and plain modules stay usable without Home Assistant."""
-    plain = [
-        *(COMPONENT / "api").glob("*.py"),
-        *(COMPONENT / "local").glob("*.py"),
-        COMPONENT / "catalogue.py",
-        COMPONENT / "fallback.py",
-        COMPONENT / "files.py",
+# The parts that run without Home Assistant: the cloud client, the on-device
+# engines, the helpers both use, and the plain modules of the glue's level.
+HA_FREE = ("api", "local", "speech", "catalogue.py", "fallback.py", "files.py")
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """Return the absolute module names ``path`` imports (relative ones resolved)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0]
+                base = f"{parent}.{base}" if base else parent
+                # `from . import x` may name a module: count the module itself.
+                names.update(f"{base}.{alias.name}" for alias in node.names)
+            names.add(base)
+    return names
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _ha_free_files() -> list[Path]:
+    files: list[Path] = []
+    for part in HA_FREE:
+        path = COMPONENT / part
+        files.extend(sorted(path.glob("*.py")) if path.is_dir() else [path])
+    return files
+
+
+def test_ha_free_parts_import_neither_home_assistant_nor_the_glue() -> None:
+    """api/, local/, speech/ and the plain modules stay usable without HA.
+
+    They may import each other (within the rules below) but nothing from
+    ``homeassistant`` and no module of the HA glue (the integration's
+    ``__init__``, its platforms, its flows), not even indirectly.
+    """
+    free = {_module_name(path) for path in _ha_free_files()}
+    component = _module_name(COMPONENT)
+    for path in _ha_free_files():
+        module = _module_name(path)
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for name in _imports(path, package):
+            assert not name.startswith("homeassistant"), (path, name)
+            if name == component or name.startswith(f"{component}."):
+                # a name inside a free module (`from .text import x`) is fine
+                assert any(name == m or name.startswith(f"{m}.") for m in free), (
+                    path,
+                    name,
+                )
+
+
+def test_engines_and_cloud_client_do_not_import_each_other() -> None:
+    """local/ (the engines) and api/ (the cloud client) meet only in speech/."""
+    component = _module_name(COMPONENT)
+    for own, other in (("local", "api"), ("api", "local")):
+        for path in sorted((COMPONENT / own).glob("*.py")):
+            package = f"{component}.{own}"
+            for name in _imports(path, package):
+                assert not name.startswith(f"{component}.{other}"), (path, name)
+
+
+def test_satellite_imports_nothing_of_the_integration_or_home_assistant() -> None:
+    """The Pi installs the satellite alone: only its own package and its deps."""
+    for path in sorted((ROOT / "satellite" / "tts_ai_satellite").glob("*.py")):
+        for name in _imports(path, "tts_ai_satellite"):
+            assert not name.startswith(("homeassistant", "custom_components")), (
+                path,
+                name,
+            )
+
+
+def test_nothing_loads_code_by_file_path_and_tests_do_not_import_scripts() -> None:
+    """Packages are imported as packages: no ``spec_from_file_location``."""
+    sources = [
+        path
+        for folder in ("custom_components", "tests", "scripts", "satellite")
+        for path in (ROOT / folder).rglob("*.py")
     ]
-    for path in plain:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            assert not any(n.startswith("homeassistant") for n in names), path
+    this_file = Path(__file__).resolve()
+    for path in sources:
+        if path.resolve() == this_file:
+            continue
+        assert "spec_from_file_location" not in path.read_text(), path
+        if path.is_relative_to(ROOT / "tests"):
+            for name in _imports(path, "tests"):
+                assert not name.startswith("scripts"), (path, name)

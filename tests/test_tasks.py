@@ -18,7 +18,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.tts_ai.const import DOMAIN, EVENT_TASK_COMPLETED
 from custom_components.tts_ai.tasks import TaskTracker, get_tracker
 from tests.audio import probe
-from tests.standin import Fault, StandinServer
+from tests.harness.standin import Fault, StandinServer
 
 from .test_services import Folders, folders, speech_file  # noqa: F401 - fixtures
 

@@ -22,7 +22,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from tests.audio import decode_pcm, probe
-from tests.standin import Fault, StandinServer, transcribe_pcm
+from tests.harness.standin import Fault, StandinServer, transcribe_pcm
 
 from .conftest import make_entry
 

@@ -22,11 +22,12 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import TtsAiConfigEntry
-from .api import STT_LANGUAGES, TtsAiError, pcm_to_wav
+from .api import STT_LANGUAGES, TtsAiError
 from .catalogue import base_language
 from .const import CONF_STT_MODEL, DEFAULT_STT_MODEL, REGIONAL_LANGUAGE_TAGS
 from .entity import TtsAiEntity
 from .errors import reauth_on_refused_key
+from .speech.audio import pcm_to_wav
 
 _LOGGER = logging.getLogger(__name__)
 

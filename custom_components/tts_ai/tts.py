@@ -25,7 +25,6 @@ from .api import (
     SPEED_RANGE,
     TTS_FORMATS,
     AudioResult,
-    SentenceBuffer,
     TtsAiClient,
     TtsAiError,
 )
@@ -52,6 +51,7 @@ from .const import (
 from .entity import TtsAiEntity
 from .errors import reauth_on_refused_key, to_ha_error
 from .fallback import Mode, Source, falls_back
+from .speech.text import SentenceBuffer
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from scripts.satellite_app.audio import (
+from tests.harness.standin.engines import synthesize_pcm, transcribe_samples
+from tts_ai_satellite.audio import (
     AudioDevice,
     AudioDeviceError,
     Direction,
@@ -29,14 +30,15 @@ from scripts.satellite_app.audio import (
     portaudio,
     select_device,
 )
-from scripts.satellite_app.cues import Cue, cue_audio
-from scripts.satellite_app.resample import StreamResampler, resample
-from scripts.satellite_app.vad import EndOfSpeechDetector, EndReason
-from scripts.satellite_app.wav import Pcm, WavError, parse_wav, read_wav, write_wav
-from tests.standin.engines import synthesize_pcm, transcribe_samples
+from tts_ai_satellite.cues import Cue, cue_audio
+from tts_ai_satellite.resample import StreamResampler, resample
+from tts_ai_satellite.vad import EndOfSpeechDetector, EndReason
+from tts_ai_satellite.wav import Pcm, WavError, parse_wav, read_wav, write_wav
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SATELLITE = REPO_ROOT / "scripts" / "satellite"
+# The satellite as its command runs it, from this package's folder (which puts
+# the package on the path without installing it).
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SATELLITE = (sys.executable, "-m", "tts_ai_satellite")
 
 
 def _tone(
@@ -372,7 +374,8 @@ def test_real_portaudio_without_sound_cards() -> None:
 
 def test_list_devices_command_is_quiet_and_clear() -> None:
     result = subprocess.run(
-        [sys.executable, str(SATELLITE), "--list-devices"],
+        [*SATELLITE, "--list-devices"],
+        cwd=PACKAGE_ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -393,9 +396,10 @@ def test_satellite_without_a_microphone_says_so(tmp_path: Path) -> None:
             pytest.skip("this machine has sound devices")
     result = subprocess.run(
         [
-            *(sys.executable, str(SATELLITE), "--url", "http://127.0.0.1:9"),
+            *(*SATELLITE, "--url", "http://127.0.0.1:9"),
             *("--token-file", str(token)),
         ],
+        cwd=PACKAGE_ROOT,
         capture_output=True,
         text=True,
         timeout=60,

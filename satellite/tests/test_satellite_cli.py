@@ -18,7 +18,7 @@ import wave
 
 import pytest
 
-from scripts.satellite_app.ha import (
+from tts_ai_satellite.ha import (
     Backoff,
     Pipeline,
     PipelineNotFoundError,
@@ -26,8 +26,10 @@ from scripts.satellite_app.ha import (
     websocket_url,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SATELLITE = REPO_ROOT / "scripts" / "satellite"
+# The satellite as its command runs it, from this package's folder (which puts
+# the package on the path without installing it).
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SATELLITE = (sys.executable, "-m", "tts_ai_satellite")
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.satellite-test-token.c2VjcmV0"
 
 
@@ -36,7 +38,8 @@ def _satellite(
 ) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k != "HA_TOKEN"}
     return subprocess.run(
-        [sys.executable, str(SATELLITE), *args],
+        [*SATELLITE, *args],
+        cwd=PACKAGE_ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,

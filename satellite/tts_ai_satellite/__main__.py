@@ -1,4 +1,4 @@
-"""Command line: ``scripts/satellite`` (or ``python -m scripts.satellite_app``)."""
+"""Command line: ``tts-ai-satellite`` (or ``python -m tts_ai_satellite``)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from .audio import (
 from .ha import AuthenticationError, PipelineNotFoundError, websocket_url
 from .wav import WavError, read_wav
 
-TOKEN_ENVIRONMENT_VARIABLE = "HA_TOKEN"
+TOKEN_ENVIRONMENT_VARIABLE = "HA_TOKEN"  # noqa: S105 - a variable name, not a token
 URL_ENVIRONMENT_VARIABLE = "HA_URL"
 DEFAULT_URL = "http://homeassistant.local:8123"
 
@@ -52,7 +52,7 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(
-        prog="satellite",
+        prog="tts-ai-satellite",
         description="Turn this machine into a Home Assistant Assist satellite:"
         " capture speech, run it through an Assist pipeline, play the reply.",
         epilog="The access token comes from --token-file or"

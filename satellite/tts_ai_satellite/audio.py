@@ -150,7 +150,7 @@ def portaudio() -> Iterator[Any]:
         import pyaudio  # noqa: PLC0415 - only sound-device modes need it
     except ImportError as err:
         raise AudioDeviceError(
-            "pyaudio is not installed: `pip install -r requirements_satellite.txt`"
+            "pyaudio is not installed: `pip install 'tts-ai-satellite[audio]'`"
             " (it needs the portaudio19-dev package to build)"
         ) from err
     with _quiet_c_stderr():

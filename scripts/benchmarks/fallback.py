@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from tests.standin import DEFAULT_API_KEY, Fault, StandinServer
+from tests.harness.standin import DEFAULT_API_KEY, Fault, StandinServer
 
 from .common import (
     THREE_SENTENCE_ANNOUNCEMENT,

@@ -7,13 +7,14 @@ throw-away instance on free ports). It
 1. installs the packages the configured integrations need that the venv lacks
    (Home Assistant then runs with ``--skip-pip``: nothing is fetched at start),
 2. links the integration into the configuration directory,
-3. starts the stand-in server (``python -m tests.standin``) and ``hass``,
+3. starts the stand-in server (``python -m tests.harness.standin``) and ``hass``,
 4. onboards a fresh configuration through Home Assistant's own REST API (user
    ``dev`` / password ``dev``), or logs in on one that is already onboarded,
 5. adds a TTS.ai config entry pointed at the stand-in through the integration's
    config flow, unless there is one already.
 
-Run it as ``scripts/develop``; Ctrl-C stops both servers.
+Run it as ``scripts/develop`` (``python -m tests.harness.realhass``); Ctrl-C
+stops both servers.
 """
 
 import argparse
@@ -25,6 +26,7 @@ import json
 import os
 from pathlib import Path
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,7 +40,9 @@ import homeassistant.components
 from packaging.requirements import Requirement
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .standin import DEFAULT_API_KEY
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 INTEGRATION_DOMAIN = "tts_ai"
 INTEGRATION_DIR = REPO_ROOT / "custom_components" / INTEGRATION_DOMAIN
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
@@ -97,7 +101,7 @@ def hass_url(configuration: Mapping[str, Any]) -> str:
     host = http.get("server_host", LOOPBACK)
     if isinstance(host, list):
         host = host[0]
-    if host in {"0.0.0.0", "::"}:  # a bind address: reach it on loopback
+    if host in {"0.0.0.0", "::"}:  # noqa: S104 - a bind address: reach it on loopback
         host = LOOPBACK
     return f"http://{host}:{http.get('server_port', 8123)}"
 
@@ -272,9 +276,10 @@ def http_request(
     elif form is not None:
         data = urllib.parse.urlencode(form).encode()
         headers["Content-Type"] = "application/x-www-form-urlencoded"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    # Only http:// URLs of the local Home Assistant come here.
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             return HttpResponse(response.status, _decode(response))
     except urllib.error.HTTPError as err:
         return HttpResponse(err.code, _decode(err))
@@ -299,13 +304,16 @@ def _expect(response: HttpResponse, what: str, *statuses: int) -> Any:
 def start_standin(port: int, *, output: IO[str] | None) -> subprocess.Popen[bytes]:
     """Start the TTS.ai stand-in server on loopback."""
     return _start_module(
-        ["tests.standin", "--port", str(port), "--host", LOOPBACK], output=output
+        ["tests.harness.standin", "--port", str(port), "--host", LOOPBACK],
+        output=output,
     )
 
 
 def start_model_server(port: int, *, output: IO[str] | None) -> subprocess.Popen[bytes]:
     """Serve Piper voices and Whisper models on loopback, as their hosts do."""
-    return _start_module(["tests.model_server", "--port", str(port)], output=output)
+    return _start_module(
+        ["tests.harness.model_server", "--port", str(port)], output=output
+    )
 
 
 def _start_module(
@@ -390,13 +398,11 @@ def wait_until_running(url: str, token: str, hass: subprocess.Popen[bytes]) -> N
         time.sleep(0.25)
 
 
-def standin_api_key() -> str:
-    """Return the demo key the stand-in accepts (its own constant)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from tests.standin import DEFAULT_API_KEY  # noqa: PLC0415 - repo-local import
-
-    return DEFAULT_API_KEY
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
 
 
 # --- onboarding and the TTS.ai entry ------------------------------------------
@@ -703,7 +709,7 @@ def running_instance(
         )
         token = onboard_or_log_in(url)
         wait_until_running(url, token, hass)
-        api_key = standin_api_key()
+        api_key = DEFAULT_API_KEY
         wait_for_http(
             f"{models_url}/rhasspy/piper-voices/resolve/main/voices.json",
             models,

@@ -1,6 +1,5 @@
 """Asyncio client for the TTS.ai REST API (no Home Assistant imports here)."""
 
-from .audio import join_audio, pcm_to_wav
 from .client import TtsAiClient
 from .endpoints import (
     CLONE_FORMATS,
@@ -59,7 +58,6 @@ from .models import (
     WebhookEvent,
     Word,
 )
-from .text import SentenceBuffer, chunk_text, split_sentences
 
 __all__ = [
     "CLONE_FORMATS",
@@ -101,7 +99,6 @@ __all__ = [
     "RateLimit",
     "RateLimitedError",
     "Segment",
-    "SentenceBuffer",
     "TaskStatus",
     "TextTooLongError",
     "Transcription",
@@ -115,8 +112,4 @@ __all__ = [
     "VoiceChatReply",
     "WebhookEvent",
     "Word",
-    "chunk_text",
-    "join_audio",
-    "pcm_to_wav",
-    "split_sentences",
 ]

@@ -13,8 +13,14 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from ..speech.audio import (
+    JOINABLE_FORMATS,
+    STREAM_JOINABLE_FORMATS,
+    id3v2_size,
+    join_audio,
+)
+from ..speech.text import chunk_text
 from . import endpoints as ep
-from .audio import JOINABLE_FORMATS, STREAM_JOINABLE_FORMATS, id3v2_size, join_audio
 from .errors import (
     BadRequestError,
     ForeignUrlError,
@@ -44,7 +50,6 @@ from .params import (
     form_fields,
     json_fields,
 )
-from .text import chunk_text
 from .transport import ApiRequest, ApiResponse, Transport, Upload
 
 _LOGGER = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from pathlib import Path
 import re
 from typing import Any
 
-from ..api.audio import pcm_to_wav
-from ..api.text import clean_text, split_sentences
+from ..speech.audio import pcm_to_wav
+from ..speech.text import clean_text, split_sentences
 from .device import DeviceProfile, detect_device_profile
 from .idle import IdleReleaser, free_objects, trim_heap
 from .pcm import PcmChunk

@@ -1,4 +1,4 @@
-"""Joining audio from several responses into one file.
+"""Joining audio from several pieces into one file, and raw PCM into WAV.
 
 A text over the plan's limit is synthesised in several requests; the parts
 are joined here so the caller gets one playable file:

@@ -1,4 +1,4 @@
-"""Run the stand-in as a process: ``python -m tests.standin --port 8765``."""
+"""Run the stand-in as a process: ``python -m tests.harness.standin --port 8765``."""
 
 from __future__ import annotations
 

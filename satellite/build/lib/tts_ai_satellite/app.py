@@ -1,0 +1,406 @@
+"""The satellite itself: connect, wait for a turn, run it, speak, and survive outages.
+
+Audio comes from an :class:`AudioInput` (the microphone, or a WAV file for
+``--input``) and goes to an :class:`AudioOutput` (the speaker, or a WAV file
+for ``--output``), so the same loop serves a Pi in the kitchen and a test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+import contextlib
+from dataclasses import dataclass, field
+import logging
+from pathlib import Path
+import signal
+import sys
+from typing import Any, Protocol
+
+import aiohttp
+
+from .cues import Cue, cue_audio
+from .ha import (
+    Backoff,
+    CommandError,
+    ConnectionLostError,
+    HomeAssistant,
+    Pipeline,
+    PipelineRunError,
+    TurnResult,
+    choose_pipeline,
+    run_turn,
+)
+from .resample import resample
+from .vad import EndOfSpeechDetector
+from .wav import Pcm, write_wav
+
+_LOGGER = logging.getLogger(__name__)
+
+ASSIST_SAMPLE_RATE = 16000
+CHUNK_SECONDS = 0.03
+TRIGGER_POLL_SECONDS = 0.1
+
+
+class AudioInput(Protocol):
+    """Where a turn's speech comes from."""
+
+    def start_listening(self) -> None:
+        """A turn begins: deliver audio from now on."""
+
+    def stop_listening(self) -> None:
+        """The turn no longer needs audio."""
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """16 kHz mono 16-bit chunks; a file's run out, a microphone's do not."""
+        ...
+
+
+class AudioOutput(Protocol):
+    """Where replies and cues go."""
+
+    sample_rate: int | None
+    """The rate to ask Home Assistant for; None: whatever the engine makes."""
+
+    async def play(self, pcm: Pcm) -> None:
+        """Play (or store) a reply."""
+
+    async def cue(self, cue: Cue) -> None:
+        """Play a short cue (or nothing, where no one listens)."""
+
+
+class FileInput:
+    """A WAV file as the microphone: the same speech for every turn."""
+
+    def __init__(self, pcm: Pcm) -> None:
+        """Take the file's audio (any rate) and convert it to 16 kHz once."""
+        samples = resample(pcm.samples, pcm.sample_rate, ASSIST_SAMPLE_RATE)
+        self.audio = Pcm(samples, ASSIST_SAMPLE_RATE).to_bytes()
+
+    def start_listening(self) -> None:
+        """Nothing to start: the file is always there."""
+
+    def stop_listening(self) -> None:
+        """Nothing to stop."""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The file in 30 ms chunks, as fast as they are taken."""
+        size = round(ASSIST_SAMPLE_RATE * CHUNK_SECONDS) * 2
+        for start in range(0, len(self.audio), size):
+            yield self.audio[start : start + size]
+            await asyncio.sleep(0)  # let the websocket reader run
+
+
+class FileOutput:
+    """Replies go to a WAV file (the last reply wins); no cues."""
+
+    sample_rate: int | None = None
+
+    def __init__(self, path: Path) -> None:
+        """Write replies to ``path``."""
+        self.path = path
+        self.written = False
+
+    async def play(self, pcm: Pcm) -> None:
+        """Write the reply, off the event loop."""
+        await asyncio.get_running_loop().run_in_executor(
+            None, write_wav, self.path, pcm
+        )
+        self.written = True
+        _LOGGER.info("Reply audio (%.1f s) written to %s", pcm.duration, self.path)
+
+    async def cue(self, cue: Cue) -> None:
+        """Files get no cues."""
+
+
+class SpeakerOutput:
+    """Replies and cues on a sound device (an ``audio.Speaker``)."""
+
+    def __init__(self, speaker: Any, *, cues: bool = True) -> None:
+        """Play through ``speaker``; ``cues=False`` keeps the beeps quiet."""
+        self._speaker = speaker
+        self.sample_rate: int | None = speaker.sample_rate
+        self._cues = cues
+
+    async def play(self, pcm: Pcm) -> None:
+        """Play the reply and wait for it to finish."""
+        await self._speaker.play(pcm)
+
+    async def cue(self, cue: Cue) -> None:
+        """Play a generated cue at the speaker's rate."""
+        if self._cues:
+            await self._speaker.play(cue_audio(cue, self._speaker.sample_rate))
+
+
+@dataclass
+class Settings:
+    """What the command line asked for."""
+
+    url: str
+    token: str = field(repr=False)
+    pipeline: str | None = None
+    one_shot: bool = False
+    """Run one turn and exit (``--input``/``--output`` without a trigger)."""
+    wake_word: bool = False
+    trigger_file: Path | None = None
+    connect_timeout: float = 30.0
+    """One-shot mode: give up when Home Assistant is unreachable this long."""
+    max_backoff: float = 30.0
+
+
+class Satellite:
+    """Runs turns against Home Assistant until stopped; see the module docstring."""
+
+    def __init__(
+        self, settings: Settings, audio_in: AudioInput, audio_out: AudioOutput
+    ) -> None:
+        """Wire the satellite to its settings and audio ends."""
+        self.settings = settings
+        self.audio_in = audio_in
+        self.audio_out = audio_out
+        self._stop = asyncio.Event()
+        self._triggers: asyncio.Queue[str] = asyncio.Queue()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        """Ask the satellite to finish (SIGTERM, Ctrl-C)."""
+        self._stop.set()
+
+    def trigger(self, source: str) -> None:
+        """Start a turn when idle (Enter, SIGUSR1, the trigger file)."""
+        self._triggers.put_nowait(source)
+
+    async def run(self) -> int:
+        """Serve until stopped (one turn in one-shot mode); return the exit code.
+
+        :class:`~.ha.AuthenticationError` and
+        :class:`~.ha.PipelineNotFoundError` are left to the caller: no retry
+        fixes them.
+        """
+        loop = asyncio.get_running_loop()
+        with self._signal_handlers(loop):
+            work = asyncio.create_task(self._connect_and_serve())
+            stopped = asyncio.create_task(self._stop.wait())
+            try:
+                await asyncio.wait({work, stopped}, return_when="FIRST_COMPLETED")
+            finally:
+                stopped.cancel()
+                if not work.done():
+                    _LOGGER.info("Stopping")
+                    work.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await work
+            if work.cancelled():
+                return 0
+            return work.result()
+
+    @contextlib.contextmanager
+    def _signal_handlers(self, loop: asyncio.AbstractEventLoop) -> Any:
+        handled = [signal.SIGTERM, signal.SIGINT]
+        for signum in handled:
+            loop.add_signal_handler(signum, self.stop)
+        if not self.settings.one_shot:
+            handled.append(signal.SIGUSR1)
+            loop.add_signal_handler(signal.SIGUSR1, self.trigger, "signal")
+        reading_stdin = self._watch_stdin(loop)
+        try:
+            yield
+        finally:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+            if reading_stdin:
+                loop.remove_reader(sys.stdin.fileno())
+
+    def _watch_stdin(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Push-to-talk with Enter, when there is a terminal (or pipe) to read."""
+        if self.settings.one_shot:
+            return False
+        if sys.stdin is None:
+            return False
+        try:
+            fd = sys.stdin.fileno()
+            if not sys.stdin.isatty():
+                return False  # /dev/null under systemd: nothing will come
+            loop.add_reader(fd, self._stdin_ready, loop, fd)
+        except (OSError, ValueError, NotImplementedError):
+            return False
+        return True
+
+    def _stdin_ready(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        if sys.stdin.readline():
+            self.trigger("enter")
+        else:  # end of input: stop watching, or the loop would spin
+            loop.remove_reader(fd)
+
+    async def _connect_and_serve(self) -> int:
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(cap=self.settings.max_backoff)
+        give_up_at = loop.time() + self.settings.connect_timeout
+        outage_announced = False
+        async with aiohttp.ClientSession() as session:
+            while True:
+                ha = HomeAssistant(session, self.settings.url, self.settings.token)
+                try:
+                    pipeline = await self._connect(ha)
+                    backoff.reset()
+                    outage_announced = False
+                    if self.settings.one_shot:
+                        return await self._one_turn(ha, pipeline)
+                    await self._serve(ha, pipeline)
+                except ConnectionLostError as err:
+                    if self.settings.one_shot and loop.time() >= give_up_at:
+                        print(f"satellite: {err}", file=sys.stderr)
+                        return 1
+                    delay = backoff.next_delay()
+                    _LOGGER.warning(
+                        "Home Assistant connection: %s; reconnecting in %.1f s",
+                        err,
+                        delay,
+                    )
+                    if not outage_announced:
+                        outage_announced = True
+                        await self._cue(Cue.ERROR)
+                    await asyncio.sleep(delay)
+                finally:
+                    await ha.close()
+
+    async def _connect(self, ha: HomeAssistant) -> Pipeline:
+        await ha.connect()
+        try:
+            pipelines, preferred = await ha.pipelines()
+        except CommandError as err:
+            # "unknown_command" while Home Assistant is still starting up.
+            raise ConnectionLostError(f"Assist is not ready: {err}") from err
+        pipeline = choose_pipeline(pipelines, preferred, self.settings.pipeline)
+        _LOGGER.info(
+            "Connected to Home Assistant %s at %s; Assist pipeline %r",
+            ha.version,
+            ha.base_url,
+            pipeline.name,
+        )
+        if self.settings.wake_word and not pipeline.wake_word_entity:
+            _LOGGER.warning(
+                "Pipeline %r has no wake-word engine (set one in Settings > Voice"
+                " assistants): using push-to-talk instead",
+                pipeline.name,
+            )
+        return pipeline
+
+    async def _one_turn(self, ha: HomeAssistant, pipeline: Pipeline) -> int:
+        result = await self._turn(ha, pipeline, None)
+        return 0 if result is not None else 1
+
+    async def _serve(self, ha: HomeAssistant, pipeline: Pipeline) -> None:
+        """Turns until stopped; raise :class:`ConnectionLostError` on an outage."""
+        wake_word = self.settings.wake_word and bool(pipeline.wake_word_entity)
+        conversation_id: str | None = None
+        follow_up = False
+        while True:
+            if not follow_up and not wake_word:
+                await self._next_trigger(ha)
+            if ha.closed:
+                raise ConnectionLostError("connection lost")
+            result = await self._turn(
+                ha, pipeline, conversation_id, wake_word=wake_word and not follow_up
+            )
+            # The agent asked something back: listen again without a trigger.
+            follow_up = result is not None and result.continue_conversation
+            conversation_id = result.conversation_id if result else None
+            _drain(self._triggers)  # presses during the turn start nothing
+            if result is None and wake_word:
+                await asyncio.sleep(1.0)  # a failing engine must not spin the CPU
+
+    async def _next_trigger(self, ha: HomeAssistant) -> str:
+        """Wait for Enter / SIGUSR1 / the trigger file, or the connection to go."""
+        _LOGGER.info("Ready: waiting for a trigger")
+        waiters = {
+            asyncio.create_task(self._triggers.get()),
+            asyncio.create_task(ha.wait_closed()),
+        }
+        if self.settings.trigger_file is not None:
+            waiters.add(asyncio.create_task(self._poll_trigger_file()))
+        try:
+            done, _pending = await asyncio.wait(waiters, return_when="FIRST_COMPLETED")
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        source = next(iter(done)).result()
+        if ha.closed:
+            raise ConnectionLostError("connection lost")
+        _LOGGER.info("Turn triggered (%s)", source)
+        return str(source)
+
+    async def _poll_trigger_file(self) -> str:
+        """The trigger file appearing starts a turn (and is removed)."""
+        path = self.settings.trigger_file
+        assert path is not None
+        while True:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                return "trigger file"
+            await asyncio.sleep(TRIGGER_POLL_SECONDS)
+
+    async def _turn(
+        self,
+        ha: HomeAssistant,
+        pipeline: Pipeline,
+        conversation_id: str | None,
+        *,
+        wake_word: bool = False,
+    ) -> TurnResult | None:
+        """One turn; None if it failed in the pipeline (already reported)."""
+        if not wake_word:
+            await self._cue(Cue.LISTENING)
+        self.audio_in.start_listening()
+        try:
+            result = await run_turn(
+                ha,
+                pipeline,
+                self.audio_in.chunks(),
+                conversation_id=conversation_id,
+                wake_word=wake_word,
+                end_of_speech=EndOfSpeechDetector(ASSIST_SAMPLE_RATE),
+                on_event=self._on_event,
+            )
+        except PipelineRunError as err:
+            print(f"error: {err}", flush=True)
+            _LOGGER.warning("The turn failed: %s", err)
+            await self._cue(Cue.ERROR)
+            return None
+        finally:
+            self.audio_in.stop_listening()
+        print(f"heard: {result.heard}", flush=True)
+        print(f"reply: {result.reply}", flush=True)
+        if result.reply and pipeline.tts_engine:
+            try:
+                reply = await ha.reply_audio(
+                    pipeline, result.reply, self.audio_out.sample_rate
+                )
+            except PipelineRunError as err:
+                print(f"error: {err}", flush=True)
+                await self._cue(Cue.ERROR)
+                return None
+            await self.audio_out.play(reply)
+        else:
+            await self._cue(Cue.DONE)
+        return result
+
+    def _on_event(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "wake_word-end" and data.get("wake_word_output"):
+            _LOGGER.info("Wake word heard")
+            task = asyncio.get_running_loop().create_task(self._cue(Cue.LISTENING))
+            self._background.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._background.discard)
+        elif kind == "stt-vad-end":
+            _LOGGER.debug("Home Assistant heard the end of speech")
+
+    async def _cue(self, cue: Cue) -> None:
+        try:
+            await self.audio_out.cue(cue)
+        except OSError as err:  # a speaker that went away must not end the session
+            _LOGGER.warning("Playing a cue failed: %s", err)
+
+
+def _drain(queue: asyncio.Queue[Any]) -> None:
+    while not queue.empty():
+        queue.get_nowait()
