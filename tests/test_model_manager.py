@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from custom_components.tts_ai.local import model_manager
+from custom_components.tts_ai.local import downloads
 from custom_components.tts_ai.local.model_manager import (
     MANIFEST_NAME,
     PART_SUFFIX,
@@ -349,7 +349,7 @@ async def test_disk_write_failure_is_clear_and_leaves_nothing(
     def disk_full(handle: Any, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(model_manager, "_write_all", disk_full)
+    monkeypatch.setattr(downloads, "_write_all", disk_full)
     manager = make_manager(session, tmp_path, model_server)
 
     with pytest.raises(ModelStorageError, match=rf"{FAKE_VOICE}\.onnx.*No space left"):
@@ -371,7 +371,7 @@ async def test_too_little_free_space_fails_before_downloading(
 ) -> None:
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(
-        model_manager.shutil,
+        downloads.shutil,
         "disk_usage",
         lambda _path: usage._replace(free=1000),
     )
