@@ -37,6 +37,7 @@ from .announce import Announcement, async_announce
 from .api import (
     AudioResult,
     Transcription,
+    Translation,
     TtsAiClient,
     TtsAiError,
     endpoints as ep,
@@ -337,22 +338,39 @@ async def _async_store_and_play(
     return stored
 
 
+async def _async_call_cloud[T](
+    call: ServiceCall,
+    endpoint: ep.Endpoint,
+    request: Callable[[TtsAiClient, InputAudio], Awaitable[T]],
+) -> tuple[TtsAiClient, T]:
+    """Run a cloud action's request; return the client it used and the result.
+
+    The one way every cloud action starts: find the entry the call is for
+    (with a client), read the call's input audio within the endpoint's
+    limits, make the request, and turn an API error into a translated HA one.
+    """
+    hass = call.hass
+    entry = _cloud_entry(hass, call)
+    client = entry.runtime_data.client
+    assert client is not None  # _cloud_entry checked it
+    audio = await async_read_input(hass, call.data[ATTR_AUDIO], endpoint)
+    try:
+        return client, await request(client, audio)
+    except TtsAiError as err:
+        raise to_ha_error(hass, entry, err) from err
+
+
 # --- Handlers -------------------------------------------------------------------
 
 
 async def _async_audio_tool(call: ServiceCall) -> ServiceResponse:
     """Run one of the audio-to-audio tools."""
-    hass = call.hass
     tool = AUDIO_TOOLS[call.service]
-    entry = _cloud_entry(hass, call)
-    client = entry.runtime_data.client
-    assert client is not None
-    audio = await async_read_input(hass, call.data[ATTR_AUDIO], tool.endpoint)
-    try:
-        result = await tool.call(client, audio, _api_options(call.data))
-    except TtsAiError as err:
-        raise to_ha_error(hass, entry, err) from err
-    stored = await _async_store_and_play(hass, call, result)
+    options = _api_options(call.data)
+    client, result = await _async_call_cloud(
+        call, tool.endpoint, lambda client, audio: tool.call(client, audio, options)
+    )
+    stored = await _async_store_and_play(call.hass, call, result)
     return {
         **stored.as_response(),
         "format": result.format,
@@ -384,38 +402,34 @@ def _transcription_response(result: Transcription) -> dict[str, Any]:
 
 async def _async_transcribe(call: ServiceCall) -> ServiceResponse:
     """Speech to text."""
-    hass = call.hass
-    entry = _cloud_entry(hass, call)
-    client = entry.runtime_data.client
-    assert client is not None
-    audio = await async_read_input(hass, call.data[ATTR_AUDIO], ep.STT)
-    try:
-        result = await client.stt(
+    options = _api_options(call.data)
+
+    async def request(client: TtsAiClient, audio: InputAudio) -> Transcription:
+        content_type = mimetypes.guess_type(audio.filename)[0]
+        return await client.stt(
             audio.data,
             filename=audio.filename,
-            content_type=mimetypes.guess_type(audio.filename)[0]
-            or "application/octet-stream",
-            **_api_options(call.data),
+            content_type=content_type or "application/octet-stream",
+            **options,
         )
-    except TtsAiError as err:
-        raise to_ha_error(hass, entry, err) from err
+
+    client, result = await _async_call_cloud(call, ep.STT, request)
     return {**_transcription_response(result), **_credits(client, None)}
 
 
 async def _async_translate(call: ServiceCall) -> ServiceResponse:
     """Transcribe, translate and re-speak; store the spoken translation."""
-    hass = call.hass
-    entry = _cloud_entry(hass, call)
-    client = entry.runtime_data.client
-    assert client is not None
-    audio = await async_read_input(hass, call.data[ATTR_AUDIO], ep.TRANSLATE)
-    try:
-        result = await client.translate(
-            audio.data, filename=audio.filename, **_api_options(call.data)
-        )
-        speech = await client.download(result.audio_url) if result.audio_url else None
-    except TtsAiError as err:
-        raise to_ha_error(hass, entry, err) from err
+    options = _api_options(call.data)
+
+    async def request(
+        client: TtsAiClient, audio: InputAudio
+    ) -> tuple[Translation, AudioResult | None]:
+        result = await client.translate(audio.data, filename=audio.filename, **options)
+        if not result.audio_url:
+            return result, None
+        return result, await client.download(result.audio_url)
+
+    client, (result, speech) = await _async_call_cloud(call, ep.TRANSLATE, request)
     response: dict[str, Any] = {
         "original_text": result.original_text,
         "translated_text": result.translated_text,
@@ -424,22 +438,18 @@ async def _async_translate(call: ServiceCall) -> ServiceResponse:
         **_credits(client, result.credits_used),
     }
     if speech is not None:
-        stored = await _async_store_and_play(hass, call, speech)
+        stored = await _async_store_and_play(call.hass, call, speech)
         response |= {**stored.as_response(), "format": speech.format}
     return response
 
 
 async def _async_analyze(call: ServiceCall) -> ServiceResponse:
     """Key and tempo of a piece of music."""
-    hass = call.hass
-    entry = _cloud_entry(hass, call)
-    client = entry.runtime_data.client
-    assert client is not None
-    audio = await async_read_input(hass, call.data[ATTR_AUDIO], ep.ANALYZE)
-    try:
-        result = await client.analyze(audio.data, filename=audio.filename)
-    except TtsAiError as err:
-        raise to_ha_error(hass, entry, err) from err
+    _client, result = await _async_call_cloud(
+        call,
+        ep.ANALYZE,
+        lambda client, audio: client.analyze(audio.data, filename=audio.filename),
+    )
     return {
         "key": result.key,
         "scale": result.scale,
