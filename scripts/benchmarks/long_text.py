@@ -42,33 +42,11 @@ ANNOUNCEMENT = (
     "can go in the dryer. The back door is still unlocked and the living room "
     "window is open while it rains. Good night."
 )
-_WORDS = [
-    "the",
-    "garage",
-    "door",
-    "is",
-    "open",
-    "and",
-    "the",
-    "kitchen",
-    "light",
-    "is",
-    "on",
-    "in",
-    "the",
-    "hallway",
-    "while",
-    "the",
-    "temperature",
-    "in",
-    "the",
-    "living",
-    "room",
-    "is",
-    "twenty",
-    "one",
-    "degrees",
-]
+_SENTENCE_WITHOUT_PUNCTUATION = (
+    "the garage door is open and the kitchen light is on in the hallway "
+    "while the temperature in the living room is twenty one degrees"
+)
+_WORDS = _SENTENCE_WITHOUT_PUNCTUATION.split(" ")
 LONG_TEXT_CHARS = 2_000
 _SAMPLE_INTERVAL = 0.005
 _PROBE_TIMEOUT = 600
