@@ -8,7 +8,7 @@ from unittest.mock import AsyncMock, patch
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.data_entry_flow import FlowResultType, UnknownFlow
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -223,6 +223,37 @@ async def test_options_flow_validates_combinations(
     assert config_entry.options["speed"] == 0.75
     assert config_entry.options["hedge_deadline"] == 1.0
     assert config_entry.state is ConfigEntryState.LOADED
+
+
+async def test_abandoned_local_form_does_not_block_a_new_one(
+    hass: HomeAssistant, skip_entry_setup: AsyncMock
+) -> None:
+    """Leaving the device-only form open (tab closed) blocks nothing."""
+
+    async def open_local_form() -> str:
+        result = await hass.config_entries.flow.async_init(
+            DOMAIN, context={"source": SOURCE_USER}
+        )
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"next_step_id": "local"}
+        )
+        assert result["type"] is FlowResultType.FORM
+        assert result["step_id"] == "local"
+        return result["flow_id"]
+
+    abandoned = await open_local_form()
+    second = await open_local_form()
+    result = await hass.config_entries.flow.async_configure(
+        second, {"local_engine": "built_in"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+    # The old form went with the entry: submitted late, it makes no second one.
+    with pytest.raises(UnknownFlow):
+        await hass.config_entries.flow.async_configure(
+            abandoned, {"local_engine": "built_in"}
+        )
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
 
 
 async def test_local_only_entry_needs_no_key(

@@ -177,7 +177,10 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Speak and listen on this device only: no account, no internet."""
-        await self.async_set_unique_id(LOCAL_ONLY_UNIQUE_ID)
+        # A form left open (tab closed, page reloaded) must not block a new
+        # attempt until HA restarts: another flow in progress is no reason to
+        # abort; only an entry that exists is.
+        await self.async_set_unique_id(LOCAL_ONLY_UNIQUE_ID, raise_on_progress=False)
         self._abort_if_unique_id_configured()
         if user_input is not None:
             return self.async_create_entry(
