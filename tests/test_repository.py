@@ -130,3 +130,36 @@ def test_release_script_keeps_manifest_changelog_and_tag_in_step(
     assert git("status", "--porcelain") == ""
     # Nothing new to release: refused.
     assert run(f"{major}.{minor + 2}.0").returncode != 0
+
+
+def _imported_components(path: Path) -> set[str]:
+    """Home Assistant integrations a module imports (as hassfest sees them)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or not node.module:
+            continue
+        if node.module == "homeassistant.components":
+            found.update(alias.name for alias in node.names)
+        elif node.module.startswith("homeassistant.components."):
+            found.add(node.module.split(".")[2])
+    return found
+
+
+def test_every_used_integration_is_a_declared_dependency() -> None:
+    """hassfest: 'Using component X but it's not in dependencies'."""
+    manifest = json.loads((COMPONENT / "manifest.json").read_text())
+    declared = {*manifest["dependencies"], *manifest["after_dependencies"]}
+    # Platforms the integration provides, and diagnostics, need no entry.
+    platforms = {path.stem for path in COMPONENT.glob("*.py")} | {"diagnostics"}
+    undeclared = {
+        (path.relative_to(COMPONENT).as_posix(), component)
+        for path in COMPONENT.rglob("*.py")
+        for component in _imported_components(path)
+        if component not in declared | platforms
+    }
+    assert undeclared == set()
+    # Library loggers, not the integration's own (HA already knows that one).
+    assert manifest["loggers"]
+    assert not any(
+        logger.startswith("custom_components") for logger in manifest["loggers"]
+    )
