@@ -83,6 +83,8 @@ from .const import (
     DEFAULT_STT_MODEL,
     DEFAULT_VOICE,
     DOMAIN,
+    ENTRY_MINOR_VERSION,
+    ENTRY_VERSION,
     HEDGE_DEADLINE_RANGE,
     LOCAL_ENGINE_BUILT_IN,
     LOCAL_ENGINE_ENTITY,
@@ -122,7 +124,10 @@ def _credentials_schema(defaults: Mapping[str, Any]) -> vol.Schema:
 class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up a TTS.ai account."""
 
-    VERSION = 1
+    # Bump MINOR_VERSION for changes old code can still read, VERSION for the
+    # rest; __init__.async_migrate_entry brings older entries up to date.
+    VERSION = ENTRY_VERSION
+    MINOR_VERSION = ENTRY_MINOR_VERSION
 
     async def _validate(self, api_key: str, base_url: str) -> dict[str, str]:
         """Try the key against the catalogue endpoint; return form errors."""
