@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,11 @@ from pytest_homeassistant_custom_component.common import (
     async_mock_service,
 )
 
+from custom_components.tts_ai.announce import (
+    BUILT_IN_CHIME,
+    _async_chime_path,
+    two_tone_chime,
+)
 from custom_components.tts_ai.const import DOMAIN
 from tests.audio import decode_pcm, probe
 from tests.standin import (
@@ -518,6 +524,32 @@ async def test_announce_with_built_in_chime(
     assert "dinner" in (await transcribe_pcm(pcm[chime_bytes:])).lower()
     assert info.duration > 1.2
     assert response["duration"] == pytest.approx(info.duration, abs=0.3)
+
+
+async def test_concurrent_first_uses_of_built_in_chime(
+    hass: HomeAssistant, folders: Folders
+) -> None:
+    """Many announcements reaching the chime together, before it exists, all get it.
+
+    Each one creates the chime file at the same time in HA's executor (as many
+    announcements fired by one automation do); none may fail, the chime is one
+    whole file, and no temporary file stays in the media folder. Several rounds
+    (the chime deleted in between) because a race shows only some of the time.
+    """
+    count = 64
+    chime = folders.media / "tts_ai" / "chimes" / "two_tone.wav"
+
+    for _ in range(5):
+        chime.unlink(missing_ok=True)
+        outcomes = await asyncio.gather(
+            *(_async_chime_path(hass, BUILT_IN_CHIME) for _ in range(count)),
+            return_exceptions=True,
+        )
+
+        assert [o for o in outcomes if isinstance(o, BaseException)] == []
+        assert outcomes == [chime] * count
+        assert [p.name for p in chime.parent.iterdir()] == ["two_tone.wav"]
+        assert chime.read_bytes() == two_tone_chime()
 
 
 async def test_failed_playback_leaves_no_file(
