@@ -317,7 +317,8 @@ async def test_media_source_link_to_secrets_is_not_uploaded(
     ):
         with pytest.raises(ServiceValidationError) as caught:
             await call(hass, "transcribe", audio=source)
-        assert caught.value.translation_key == "path_not_allowed"
+        assert caught.value.translation_key == "media_source_not_allowed"
+        assert "secrets" not in str(caught.value)
     assert not [r for r in standin.requests if r.files]
 
 

@@ -137,7 +137,7 @@ def _allowed_media_file(
     if not (
         real.is_relative_to(base.resolve()) or hass.config.is_allowed_path(str(real))
     ):
-        raise _validation_error("path_not_allowed", path=source)
+        raise _validation_error("media_source_not_allowed", source=source)
     if not real.is_file():
         raise _validation_error("audio_not_found", source=source)
     return real
