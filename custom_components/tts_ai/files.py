@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import os
 from pathlib import Path
 import secrets
+import shutil
+from typing import BinaryIO
 
 # Hidden, and recognisably ours: ".<name>.<random>.tmp" next to the target.
 _TEMPORARY_SUFFIX = ".tmp"
@@ -19,11 +22,24 @@ def write_atomically(path: Path, data: bytes) -> None:
     (two announcements making the chime at once) all succeed: the last rename
     wins, and every version is whole.
     """
+    _write_through_temporary(path, lambda handle: handle.write(data))
+
+
+def copy_atomically(source: Path, path: Path) -> None:
+    """Copy the file ``source`` to ``path`` the same way (blocking), streamed."""
+    with source.open("rb") as origin:
+        _write_through_temporary(
+            path, lambda handle: shutil.copyfileobj(origin, handle)
+        )
+
+
+def _write_through_temporary(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Let ``write`` fill a fresh temporary file, fsync it and rename it to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary, descriptor = _create_temporary(path)
     try:
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         temporary.replace(path)
