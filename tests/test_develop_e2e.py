@@ -39,7 +39,10 @@ def config_dir(tmp_path: Path) -> Path:
     110 MB, so an empty development checkout of it stands in.
     """
     configuration = devenv.load_configuration(devenv.DEFAULT_CONFIG_DIR)
-    configuration["http"] = {**configuration["http"], "server_port": free_port()}
+    configuration["homeassistant"] = {
+        **configuration["homeassistant"],
+        "internal_url": f"http://127.0.0.1:{free_port()}",
+    }
     frontend_checkout = tmp_path / "frontend"
     for served in ("static", "frontend_latest", "frontend_es5"):
         (frontend_checkout / "hass_frontend" / served).mkdir(parents=True)
