@@ -12,8 +12,9 @@ throw-away instance on free ports). It
 4. starts the stand-in server (``python -m tests.standin``) and ``hass``,
 5. onboards a fresh configuration through Home Assistant's own REST API (user
    ``dev`` / password ``dev``), or logs in on one that is already onboarded,
-6. adds a TTS.ai config entry pointed at the stand-in through the integration's
-   config flow, unless there is one already,
+6. adds a TTS.ai config entry through the integration's config flow, unless
+   there is one already: pointed at the stand-in, and its on-device models at
+   the local model server from the start,
 7. adds a "TTS.ai" Assist pipeline (the entry's speech-to-text and
    text-to-speech, preferred) and a long-lived token for ``scripts/satellite``.
 
@@ -53,15 +54,6 @@ DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 CONFIGURATION_FILE = "configuration.yaml"
 FRONTEND_PACKAGE = "home-assistant-frontend"
 DEFAULT_STANDIN_PORT = 8765
-# The cloud voice settings the dev entry keeps (the integration's defaults).
-DEV_CLOUD_OPTIONS = {
-    "model": "kokoro",
-    "voice": "af_bella",
-    "language": "en",
-    "format": "mp3",
-    "speed": 1.0,
-    "stt_model": "whisper",
-}
 LOOPBACK = "127.0.0.1"
 LOOPBACK_HOSTS = frozenset({LOOPBACK, "localhost"})
 DEFAULT_HASS_PORT = 8123
@@ -648,64 +640,33 @@ def ensure_tts_ai_entry(
         "POST",
         f"{url}/api/config/config_entries/flow/{flow_id}",
         token=token,
-        json_body={"api_key": api_key, "base_url": base_url},
+        json_body={
+            "api_key": api_key,
+            "base_url": base_url,
+            # The form's collapsed section: the entry fetches its on-device
+            # models as soon as it exists, so from the model server from the
+            # start (the default hosts are unreachable offline).
+            "model_downloads": {
+                "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
+                "whisper_models_url": models_url,
+                # What the model server has: the real Joe voice, Whisper tiny.en.
+                "local_voices": ["en_US-joe-medium"],
+                "whisper_model": "tiny.en",
+            },
+        },
     )
     body = _expect(result, "submitting the TTS.ai config flow")
     if body.get("type") != "create_entry":
         raise DevEnvironmentError(f"the TTS.ai config flow did not finish: {body}")
-    configure_fallback(url, token, body["result"]["entry_id"], models_url=models_url)
+    wait_for_tts_entity(url, token)
     return body["result"]
 
 
-def configure_fallback(
-    url: str, token: str, entry_id: str, *, models_url: str
-) -> dict[str, Any]:
-    """Point the entry's on-device fallback at the local model server.
-
-    Goes through the integration's own options flow: first the cloud voice
-    settings (kept at their defaults), then the fallback step.
-    """
-    flow = http_request(
-        "POST",
-        f"{url}/api/config/config_entries/options/flow",
-        token=token,
-        json_body={"handler": entry_id},
-    )
-    flow_id = _expect(flow, "opening the TTS.ai options")["flow_id"]
-    cloud = http_request(
-        "POST",
-        f"{url}/api/config/config_entries/options/flow/{flow_id}",
-        token=token,
-        json_body=DEV_CLOUD_OPTIONS,
-    )
-    _expect(cloud, "submitting the TTS.ai cloud options")
-    result = http_request(
-        "POST",
-        f"{url}/api/config/config_entries/options/flow/{flow_id}",
-        token=token,
-        json_body={
-            "mode": "cloud_first",
-            "local_engine": "built_in",
-            "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
-            "whisper_models_url": models_url,
-            # What the model server has: the real Joe voice and Whisper tiny.en.
-            "local_voices": ["en_US-joe-medium"],
-            "whisper_model": "tiny.en",
-            "hedge_deadline": 1.5,
-        },
-    )
-    body = _expect(result, "submitting the TTS.ai fallback options")
-    if body.get("type") != "create_entry":
-        raise DevEnvironmentError(f"the TTS.ai options flow did not finish: {body}")
-    wait_for_tts_entity(url, token)
-    return body
-
-
 def wait_for_tts_entity(url: str, token: str, timeout: float = 60.0) -> str:
-    """Wait until the TTS.ai entry, reloaded by its options, is back for good.
+    """Wait until the TTS.ai entry is loaded with its TTS entity, for good.
 
-    The reload runs after the options flow has answered: only an entry seen
-    loaded with its TTS entity for a whole second is past it.
+    Only an entry seen loaded with its TTS entity for a whole second counts:
+    a reload (e.g. after an options change) may still be under way before.
     """
     deadline = time.monotonic() + timeout
     template = (
