@@ -72,6 +72,51 @@ async def test_user_creates_entry(
     assert len(skip_entry_setup.mock_calls) == 1
 
 
+async def test_model_mirrors_are_set_before_the_first_set_up(
+    hass: HomeAssistant, standin: StandinServer, skip_entry_setup: AsyncMock
+) -> None:
+    """The cloud form's collapsed section says where the models come from.
+
+    The entry starts fetching models when it is set up, right after this form:
+    without the section, the default hosts are tried before any option could
+    point elsewhere.
+    """
+    result = await start_cloud_flow(hass)
+    [section_field] = [
+        field
+        for field in result["data_schema"].schema
+        if str(field) == "model_downloads"
+    ]
+    assert result["data_schema"].schema[section_field].options == {"collapsed": True}
+    mirror = "http://127.0.0.1:9/mirror/"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {
+            CONF_API_KEY: DEFAULT_API_KEY,
+            CONF_BASE_URL: standin.base_url,
+            "model_downloads": {
+                "piper_voices_url": mirror,
+                "whisper_models_url": "https://huggingface.co",  # the default
+                "local_voices": ["en_US-joe-medium"],
+                "whisper_model": "tiny.en",
+            },
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == {
+        CONF_API_KEY: DEFAULT_API_KEY,
+        CONF_BASE_URL: standin.base_url,
+    }
+    # Defaults are not stored: a later default applies to this entry too.
+    assert result["result"].options == {
+        "mode": "cloud_first",
+        "piper_voices_url": mirror,
+        "local_voices": ["en_US-joe-medium"],
+        "whisper_model": "tiny.en",
+    }
+    assert len(skip_entry_setup.mock_calls) == 1
+
+
 @pytest.mark.parametrize(
     ("api_key", "fault", "error"),
     [

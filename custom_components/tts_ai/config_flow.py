@@ -18,6 +18,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import CONF_API_KEY, CONF_NAME
 from homeassistant.core import callback
+from homeassistant.data_entry_flow import section
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
     EntitySelector,
@@ -99,6 +100,12 @@ _LOGGER = logging.getLogger(__name__)
 LOCAL_ONLY_UNIQUE_ID = "local_only"
 # CTranslate2 Whisper models offered in the options (any other name works too).
 WHISPER_MODELS = ("tiny", "tiny.en", "base", "base.en", "small", "small.en")
+# The cloud form's collapsed section (a form name, not an option).
+MODEL_DOWNLOADS_SECTION = "model_downloads"
+MODEL_DOWNLOAD_DEFAULTS: dict[str, Any] = {
+    CONF_PIPER_VOICES_URL: PIPER_VOICES_URL,
+    CONF_WHISPER_MODELS_URL: HF_URL,
+}
 
 _KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 _URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
@@ -119,6 +126,51 @@ def _credentials_schema(defaults: Mapping[str, Any]) -> vol.Schema:
             ): _URL_SELECTOR,
         }
     )
+
+
+def _cloud_schema() -> vol.Schema:
+    """Return the key and URL fields, and (collapsed) where models come from.
+
+    The models are fetched as soon as the entry is set up, i.e. right after
+    this form: a mirror given only later in the options would come too late.
+    """
+    return _credentials_schema({}).extend(
+        {
+            vol.Optional(MODEL_DOWNLOADS_SECTION): section(
+                vol.Schema(
+                    {
+                        vol.Optional(
+                            field,
+                            default=MODEL_DOWNLOAD_DEFAULTS.get(field, vol.UNDEFINED),
+                        ): selector
+                        for field, selector in _model_download_fields().items()
+                    }
+                ),
+                {"collapsed": True},
+            )
+        }
+    )
+
+
+def _model_download_fields() -> dict[str, Any]:
+    return {
+        CONF_PIPER_VOICES_URL: _URL_SELECTOR,
+        CONF_WHISPER_MODELS_URL: _URL_SELECTOR,
+        CONF_LOCAL_VOICES: TextSelector(TextSelectorConfig(multiple=True)),
+        CONF_WHISPER_MODEL: _select(
+            [SelectOptionDict(value=m, label=m) for m in WHISPER_MODELS], custom=True
+        ),
+    }
+
+
+def _model_download_options(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the section's answers that differ from the defaults (which may change)."""
+    given = user_input.get(MODEL_DOWNLOADS_SECTION) or {}
+    return {
+        field: value
+        for field, value in given.items()
+        if value and value != MODEL_DOWNLOAD_DEFAULTS.get(field)
+    }
 
 
 class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -168,12 +220,15 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
                 return self.async_create_entry(
                     title="TTS.ai",
                     data={CONF_API_KEY: api_key, CONF_BASE_URL: base_url},
-                    options={CONF_MODE: Mode.CLOUD_FIRST},
+                    options={
+                        CONF_MODE: Mode.CLOUD_FIRST,
+                        **_model_download_options(user_input),
+                    },
                 )
         return self.async_show_form(
             step_id="cloud",
             data_schema=self.add_suggested_values_to_schema(
-                _credentials_schema({}), user_input
+                _cloud_schema(), user_input
             ),
             errors=errors,
         )
