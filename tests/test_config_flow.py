@@ -233,6 +233,31 @@ async def test_reconfigure_changes_base_url(
     assert entry.data[CONF_BASE_URL] == standin.base_url
 
 
+async def test_reconfigure_keeps_the_stored_key_when_left_empty(
+    hass: HomeAssistant, standin: StandinServer
+) -> None:
+    """Changing only the base URL does not ask for the key again."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id=key_fingerprint(DEFAULT_API_KEY),
+        data={CONF_API_KEY: DEFAULT_API_KEY, CONF_BASE_URL: "http://127.0.0.1:9/v1/"},
+    )
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_BASE_URL: standin.base_url}
+    )
+
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data == {
+        CONF_API_KEY: DEFAULT_API_KEY,
+        CONF_BASE_URL: standin.base_url,
+    }
+    assert entry.unique_id == key_fingerprint(DEFAULT_API_KEY)
+
+
 async def test_options_flow_validates_combinations(
     hass: HomeAssistant, config_entry: MockConfigEntry
 ) -> None:

@@ -116,10 +116,13 @@ def key_fingerprint(api_key: str) -> str:
     return hashlib.sha256(api_key.strip().encode()).hexdigest()[:16]
 
 
-def _credentials_schema(defaults: Mapping[str, Any]) -> vol.Schema:
+def _credentials_schema(
+    defaults: Mapping[str, Any], *, key_required: bool = True
+) -> vol.Schema:
+    key_field = vol.Required if key_required else vol.Optional
     return vol.Schema(
         {
-            vol.Required(CONF_API_KEY): _KEY_SELECTOR,
+            key_field(CONF_API_KEY): _KEY_SELECTOR,
             vol.Optional(
                 CONF_BASE_URL,
                 default=defaults.get(CONF_BASE_URL, DEFAULT_BASE_URL),
@@ -285,7 +288,10 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
         """Validate new credentials for an existing entry and reload it."""
         errors: dict[str, str] = {}
         if user_input is not None:
-            api_key = user_input[CONF_API_KEY].strip()
+            # Reconfigure may leave the key empty to keep the stored one.
+            api_key = (user_input.get(CONF_API_KEY) or "").strip() or (
+                entry.data[CONF_API_KEY] if with_url else ""
+            )
             base_url = (
                 user_input.get(CONF_BASE_URL) if with_url else None
             ) or entry.data.get(CONF_BASE_URL, DEFAULT_BASE_URL)
@@ -302,7 +308,7 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
                     data_updates={CONF_API_KEY: api_key, CONF_BASE_URL: base_url},
                 )
         schema = (
-            _credentials_schema(entry.data)
+            _credentials_schema(entry.data, key_required=False)
             if with_url
             else vol.Schema({vol.Required(CONF_API_KEY): _KEY_SELECTOR})
         )
