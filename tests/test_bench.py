@@ -29,6 +29,10 @@ EXPECTED_FIGURES = {
     "pinned_stt_time",
     "pinned_round_trip_wer",
     "pinned_rss_growth_syntheses",
+    # Figure 9: a long unpunctuated text against a normal announcement.
+    "long_text_memory",
+    "long_text_first_audio",
+    "long_text_after_lost_hedge",
 }
 TIME_FIGURES = {
     "tts_total_time",
@@ -64,7 +68,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -88,6 +92,13 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert figures["fallback_hang_first_audio"]["value"] >= HEDGE_DEADLINE
     # The round trip really spoke and listened to the five quick sentences.
     assert figures["round_trip_wer"]["extras"]["sentences"] == 5
+    # The long text was spoken in many pieces, and the cloud won the hedge.
+    assert all(
+        sample["pieces"] > 30
+        for sample in figures["long_text_memory"]["extras"]["long_rounds"]
+    )
+    hedges = figures["long_text_after_lost_hedge"]["extras"]["rounds"]
+    assert all(hedge["winner"] == "cloud" for hedge in hedges)
     assert figures["round_trip_wer"]["extras"]["reference_words"] > 0
     # Memory figures were measured: loading the models costs memory.
     assert figures["rss_loaded"]["value"] > figures["rss_loaded"]["anchor"]

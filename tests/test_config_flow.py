@@ -8,7 +8,7 @@ from unittest.mock import AsyncMock, patch
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
 from homeassistant.const import CONF_API_KEY
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.data_entry_flow import FlowResultType, UnknownFlow
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
@@ -69,6 +69,51 @@ async def test_user_creates_entry(
     assert DEFAULT_API_KEY not in entry.unique_id
     assert [r.path for r in standin.requests][:1] == ["models/"]
     assert standin.requests[0].headers["Authorization"] == f"Bearer {DEFAULT_API_KEY}"
+    assert len(skip_entry_setup.mock_calls) == 1
+
+
+async def test_model_mirrors_are_set_before_the_first_set_up(
+    hass: HomeAssistant, standin: StandinServer, skip_entry_setup: AsyncMock
+) -> None:
+    """The cloud form's collapsed section says where the models come from.
+
+    The entry starts fetching models when it is set up, right after this form:
+    without the section, the default hosts are tried before any option could
+    point elsewhere.
+    """
+    result = await start_cloud_flow(hass)
+    [section_field] = [
+        field
+        for field in result["data_schema"].schema
+        if str(field) == "model_downloads"
+    ]
+    assert result["data_schema"].schema[section_field].options == {"collapsed": True}
+    mirror = "http://127.0.0.1:9/mirror/"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {
+            CONF_API_KEY: DEFAULT_API_KEY,
+            CONF_BASE_URL: standin.base_url,
+            "model_downloads": {
+                "piper_voices_url": mirror,
+                "whisper_models_url": "https://huggingface.co",  # the default
+                "local_voices": ["en_US-joe-medium"],
+                "whisper_model": "tiny.en",
+            },
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"] == {
+        CONF_API_KEY: DEFAULT_API_KEY,
+        CONF_BASE_URL: standin.base_url,
+    }
+    # Defaults are not stored: a later default applies to this entry too.
+    assert result["result"].options == {
+        "mode": "cloud_first",
+        "piper_voices_url": mirror,
+        "local_voices": ["en_US-joe-medium"],
+        "whisper_model": "tiny.en",
+    }
     assert len(skip_entry_setup.mock_calls) == 1
 
 
@@ -188,6 +233,31 @@ async def test_reconfigure_changes_base_url(
     assert entry.data[CONF_BASE_URL] == standin.base_url
 
 
+async def test_reconfigure_keeps_the_stored_key_when_left_empty(
+    hass: HomeAssistant, standin: StandinServer
+) -> None:
+    """Changing only the base URL does not ask for the key again."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id=key_fingerprint(DEFAULT_API_KEY),
+        data={CONF_API_KEY: DEFAULT_API_KEY, CONF_BASE_URL: "http://127.0.0.1:9/v1/"},
+    )
+    entry.add_to_hass(hass)
+    result = await entry.start_reconfigure_flow(hass)
+
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_BASE_URL: standin.base_url}
+    )
+
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert entry.data == {
+        CONF_API_KEY: DEFAULT_API_KEY,
+        CONF_BASE_URL: standin.base_url,
+    }
+    assert entry.unique_id == key_fingerprint(DEFAULT_API_KEY)
+
+
 async def test_options_flow_validates_combinations(
     hass: HomeAssistant, config_entry: MockConfigEntry
 ) -> None:
@@ -223,6 +293,37 @@ async def test_options_flow_validates_combinations(
     assert config_entry.options["speed"] == 0.75
     assert config_entry.options["hedge_deadline"] == 1.0
     assert config_entry.state is ConfigEntryState.LOADED
+
+
+async def test_abandoned_local_form_does_not_block_a_new_one(
+    hass: HomeAssistant, skip_entry_setup: AsyncMock
+) -> None:
+    """Leaving the device-only form open (tab closed) blocks nothing."""
+
+    async def open_local_form() -> str:
+        result = await hass.config_entries.flow.async_init(
+            DOMAIN, context={"source": SOURCE_USER}
+        )
+        result = await hass.config_entries.flow.async_configure(
+            result["flow_id"], {"next_step_id": "local"}
+        )
+        assert result["type"] is FlowResultType.FORM
+        assert result["step_id"] == "local"
+        return result["flow_id"]
+
+    abandoned = await open_local_form()
+    second = await open_local_form()
+    result = await hass.config_entries.flow.async_configure(
+        second, {"local_engine": "built_in"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+    # The old form went with the entry: submitted late, it makes no second one.
+    with pytest.raises(UnknownFlow):
+        await hass.config_entries.flow.async_configure(
+            abandoned, {"local_engine": "built_in"}
+        )
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
 
 
 async def test_local_only_entry_needs_no_key(

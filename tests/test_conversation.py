@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from homeassistant.components import conversation
 from homeassistant.core import Context, HomeAssistant
 from homeassistant.helpers import entity_registry as er, intent
@@ -10,7 +12,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from tests.audio import probe
-from tests.harness.standin import Fault, StandinServer
+from tests.harness.standin import Fault, StandinServer, catalogue
 
 from .conftest import make_entry
 
@@ -86,6 +88,119 @@ async def test_forgotten_conversation_starts_a_new_one(
     assert "turn 1" in second.response.speech["plain"]["speech"]
     statuses = [r.status for r in standin.requests if r.path == "voice-chat/"]
     assert statuses == [200, 404, 200]
+
+
+async def ws_converse(
+    client: Any, entry_agent: str, text: str, session: str | None
+) -> dict[str, Any]:
+    """Say something through the WebSocket API, as the frontend's Assist does."""
+    await client.send_json_auto_id(
+        {
+            "type": "conversation/process",
+            "text": text,
+            "conversation_id": session,
+            "agent_id": entry_agent,
+            "language": "en",
+        }
+    )
+    answer = await client.receive_json()
+    assert answer["success"], answer
+    return cast(dict[str, Any], answer["result"])
+
+
+def spoken(result: dict[str, Any]) -> str:
+    """The plain speech of a WebSocket conversation result."""
+    return cast(str, result["response"]["speech"]["plain"]["speech"])
+
+
+async def test_another_user_cannot_continue_a_conversation(
+    hass: HomeAssistant,
+    hass_ws_client: Any,
+    hass_read_only_access_token: str,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A second user naming the first user's conversation id starts afresh.
+
+    The service's answer would quote what the first user said before (here an
+    alarm code) if the second user's turn continued the first's conversation.
+    """
+    agent = agent_id(hass, config_entry)
+    owner = await hass_ws_client(hass)
+    other = await hass_ws_client(hass, hass_read_only_access_token)
+
+    first = await ws_converse(owner, agent, "The alarm code is 4711.", None)
+    session = first["conversation_id"]
+    intruder = await ws_converse(other, agent, "What did I just say?", session)
+
+    assert "4711" not in spoken(intruder)
+    assert "turn 1" in spoken(intruder)
+    turns = [r.json or {} for r in standin.requests if r.path == "voice-chat/"]
+    assert "conversation_id" not in turns[1]
+
+    # The first user's own follow-up still continues their conversation...
+    follow_up = await ws_converse(owner, agent, "Is the door locked?", session)
+    assert 'Before that you said "The alarm code is 4711."' in spoken(follow_up)
+    # ...and the second user's follow-up continues the second user's.
+    again = await ws_converse(other, agent, "And now?", session)
+    assert 'Before that you said "What did I just say?"' in spoken(again)
+    assert "4711" not in spoken(again)
+    turns = [r.json or {} for r in standin.requests if r.path == "voice-chat/"]
+    assert turns[2]["conversation_id"] != turns[3]["conversation_id"]
+
+
+async def test_another_device_cannot_continue_a_conversation(
+    hass: HomeAssistant, config_entry: MockConfigEntry, standin: StandinServer
+) -> None:
+    """A satellite in another room naming the same conversation starts afresh."""
+    agent = agent_id(hass, config_entry)
+    first = await conversation.async_converse(
+        hass,
+        "The alarm code is 4711.",
+        None,
+        Context(),
+        language="en",
+        agent_id=agent,
+        device_id="satellite-bedroom",
+    )
+    other = await conversation.async_converse(
+        hass,
+        "What did I just say?",
+        first.conversation_id,
+        Context(),
+        language="en",
+        agent_id=agent,
+        device_id="satellite-porch",
+    )
+
+    speech = other.response.speech["plain"]["speech"]
+    assert "4711" not in speech
+    assert "turn 1" in speech
+
+
+async def test_other_not_found_keeps_the_conversation(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 404 about the voice (withdrawn for a while) does not forget the history."""
+    first = await converse(hass, config_entry, "The dog was fed at eight.", None)
+    # The service withdraws the reply voice (the stand-in's default) for a while.
+    monkeypatch.delitem(catalogue._VOICES_BY_ID, "af_bella")
+
+    failed = await converse(hass, config_entry, "When?", first.conversation_id)
+
+    assert failed.response.response_type is intent.IntentResponseType.ERROR
+    monkeypatch.undo()
+    later = await converse(hass, config_entry, "When was it?", first.conversation_id)
+
+    speech = later.response.speech["plain"]["speech"]
+    assert 'Before that you said "The dog was fed at eight."' in speech
+    chats = [r for r in standin.requests if r.path == "voice-chat/"]
+    assert [r.status for r in chats] == [200, 404, 200]
+    assert chats[2].json is not None
+    assert chats[2].json["conversation_id"].startswith("conv_")
 
 
 async def test_api_error_is_spoken_not_raised(

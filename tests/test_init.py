@@ -81,3 +81,37 @@ async def test_removing_entry_forgets_catalogue(
     await hass.config_entries.async_remove(config_entry.entry_id)
     await hass.async_block_till_done()
     assert key not in hass_storage
+
+
+async def test_older_entry_is_migrated_to_the_current_version(
+    hass: HomeAssistant, standin: StandinServer
+) -> None:
+    """A 1.1 entry (no mode, cleared fields as "") loads and is brought to 1.2."""
+    entry = make_entry(standin, hedge_deadline=1.0, piper_voices_url="")
+    entry.add_to_hass(hass)
+    options = dict(entry.options)
+    del options["mode"]
+    hass.config_entries.async_update_entry(entry, options=options)
+    assert (entry.version, entry.minor_version) == (1, 1)
+
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert entry.state is ConfigEntryState.LOADED
+    assert (entry.version, entry.minor_version) == (1, 2)
+    assert entry.options == {"mode": "cloud_first", "hedge_deadline": 1.0}
+
+
+async def test_entry_from_a_newer_release_is_not_loaded(
+    hass: HomeAssistant, standin: StandinServer
+) -> None:
+    """After a downgrade, an entry this release cannot read is left alone."""
+    entry = make_entry(standin)
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(entry, version=2)
+
+    assert not await hass.config_entries.async_setup(entry.entry_id)
+
+    assert entry.state is ConfigEntryState.MIGRATION_ERROR
+    assert entry.options == {"mode": "cloud_only"}  # untouched
+    assert hass.states.get(TTS_ENTITY) is None

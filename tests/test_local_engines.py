@@ -35,8 +35,9 @@ from custom_components.tts_ai.local import (
 )
 from custom_components.tts_ai.local.encoder import encode_mp3
 from custom_components.tts_ai.local.piper_engine import (
-    FIRST_PIECE_MAX_CHARS,
+    FIRST_WORD_PIECE_MAX_CHARS,
     MAX_PIECE_CHARS,
+    WORD_PIECE_MAX_CHARS,
     split_for_streaming,
 )
 from tests.audio import decode_pcm, decoded_duration, probe
@@ -254,8 +255,8 @@ def test_any_text_is_cut_into_bounded_pieces() -> None:
 
     pieces = split_for_streaming(text)
 
-    assert max(len(piece) for piece in pieces) <= MAX_PIECE_CHARS
-    assert len(pieces[0]) <= FIRST_PIECE_MAX_CHARS  # heard soon
+    assert max(len(piece) for piece in pieces) <= WORD_PIECE_MAX_CHARS
+    assert len(pieces[0]) <= FIRST_WORD_PIECE_MAX_CHARS  # heard soon
     assert " ".join(pieces) == text  # every word, in order
     # One giant "word" is cut too, and a long punctuated sentence at clauses.
     assert max(map(len, split_for_streaming("a" * 20_000))) <= MAX_PIECE_CHARS

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import json
 from pathlib import Path
+import re
+import shutil
 import subprocess
 import sys
 
@@ -132,3 +134,107 @@ def test_nothing_loads_code_by_file_path_and_tests_do_not_import_scripts() -> No
         if path.is_relative_to(ROOT / "tests"):
             for name in _imports(path, "tests"):
                 assert not name.startswith("scripts"), (path, name)
+
+
+def _latest_released_version(changelog: str) -> str:
+    match = re.search(r"^## (\d+\.\d+\.\d+) - \d{4}-\d{2}-\d{2}$", changelog, re.M)
+    assert match, "CHANGELOG.md has no released version"
+    return match.group(1)
+
+
+def test_manifest_version_is_the_latest_release_and_licence_is_there() -> None:
+    """HACS shows the manifest's version; it must be the newest changelog entry."""
+    manifest = json.loads((COMPONENT / "manifest.json").read_text())
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert manifest["version"] == _latest_released_version(changelog)
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+
+
+def test_release_script_keeps_manifest_changelog_and_tag_in_step(
+    tmp_path: Path,
+) -> None:
+    """scripts/release moves Unreleased under the version, bumps, commits, tags."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "release", tmp_path / "scripts" / "release")
+    shutil.copy(ROOT / "CHANGELOG.md", tmp_path / "CHANGELOG.md")
+    (tmp_path / "custom_components" / "tts_ai").mkdir(parents=True)
+    shutil.copy(COMPONENT / "manifest.json", tmp_path / COMPONENT.relative_to(ROOT))
+    manifest_path = tmp_path / COMPONENT.relative_to(ROOT) / "manifest.json"
+    old_version = json.loads(manifest_path.read_text())["version"]
+    major, minor, _patch = (int(part) for part in old_version.split("."))
+    new_version = f"{major}.{minor + 1}.0"
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    unreleased = (tmp_path / "CHANGELOG.md").read_text().split("## Unreleased\n")[1]
+    unreleased = unreleased.split("\n## ")[0].strip()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(tmp_path / "scripts" / "release"), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                 "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+                 "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+
+    assert run(old_version).returncode != 0  # not newer: refused, nothing changed
+    notes = tmp_path.parent / f"{tmp_path.name}-notes.md"
+    completed = run(new_version, "--notes", str(notes))
+    assert completed.returncode == 0, completed.stderr
+
+    changelog = (tmp_path / "CHANGELOG.md").read_text()
+    assert json.loads(manifest_path.read_text())["version"] == new_version
+    assert _latest_released_version(changelog) == new_version
+    assert changelog.index("## Unreleased") < changelog.index(f"## {new_version}")
+    assert notes.read_text().strip() == unreleased
+    assert git("tag", "--list").split() == [f"v{new_version}"]
+    assert git("status", "--porcelain") == ""
+    # Nothing new to release: refused.
+    assert run(f"{major}.{minor + 2}.0").returncode != 0
+
+
+def _imported_components(path: Path) -> set[str]:
+    """Home Assistant integrations a module imports (as hassfest sees them)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or not node.module:
+            continue
+        if node.module == "homeassistant.components":
+            found.update(alias.name for alias in node.names)
+        elif node.module.startswith("homeassistant.components."):
+            found.add(node.module.split(".")[2])
+    return found
+
+
+def test_every_used_integration_is_a_declared_dependency() -> None:
+    """hassfest: 'Using component X but it's not in dependencies'."""
+    manifest = json.loads((COMPONENT / "manifest.json").read_text())
+    declared = {*manifest["dependencies"], *manifest["after_dependencies"]}
+    # Platforms the integration provides, and diagnostics, need no entry.
+    platforms = {path.stem for path in COMPONENT.glob("*.py")} | {"diagnostics"}
+    undeclared = {
+        (path.relative_to(COMPONENT).as_posix(), component)
+        for path in COMPONENT.rglob("*.py")
+        for component in _imported_components(path)
+        if component not in declared | platforms
+    }
+    assert undeclared == set()
+    # Library loggers, not the integration's own (HA already knows that one).
+    assert manifest["loggers"]
+    assert not any(
+        logger.startswith("custom_components") for logger in manifest["loggers"]
+    )

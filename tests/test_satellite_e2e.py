@@ -146,8 +146,8 @@ def _configuration(tmp: Path, port: int) -> dict[str, Any]:
         "latitude": 52.37,
         "longitude": 4.89,
         "elevation": 0,
+        "internal_url": f"http://127.0.0.1:{port}",
     }
-    configuration["http"] = {**configuration["http"], "server_port": port}
     # Home Assistant needs a frontend; an empty development checkout will do.
     frontend_checkout = tmp / "frontend"
     for served in ("static", "frontend_latest", "frontend_es5"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,11 @@ from pytest_homeassistant_custom_component.common import (
     async_mock_service,
 )
 
+from custom_components.tts_ai.announce import (
+    BUILT_IN_CHIME,
+    _async_chime_path,
+    two_tone_chime,
+)
 from custom_components.tts_ai.const import DOMAIN
 from tests.audio import decode_pcm, probe
 from tests.harness.standin import (
@@ -288,6 +294,87 @@ async def test_media_source_must_be_a_local_file(
     assert caught.value.translation_key == key
 
 
+async def test_media_source_link_to_secrets_is_not_uploaded(
+    hass: HomeAssistant,
+    folders: Folders,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A link in the media folder to secrets.yaml is refused like the path route.
+
+    The link's name looks like audio, so only resolving it shows what it is.
+    """
+    secrets_file = Path(hass.config.path("secrets.yaml"))
+    secrets_file.parent.mkdir(parents=True, exist_ok=True)
+    secrets_file.write_text("alarm_code: '4711'\n")
+    (folders.media / "alarm.wav").symlink_to(secrets_file)
+    (folders.media / "nested").mkdir()
+    (folders.media / "nested" / "alarm.mp3").symlink_to(secrets_file)
+
+    for source in (
+        "media-source://media_source/local/alarm.wav",
+        "media-source://media_source/local/nested/alarm.mp3",
+    ):
+        with pytest.raises(ServiceValidationError) as caught:
+            await call(hass, "transcribe", audio=source)
+        assert caught.value.translation_key == "media_source_not_allowed"
+        assert "secrets" not in str(caught.value)
+    assert not [r for r in standin.requests if r.files]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "media-source://media_source/local/recordings",
+        "media-source://media_source/local/",
+        "media-source://media_source/local",
+    ],
+)
+async def test_media_source_folder_gives_translated_error(
+    hass: HomeAssistant,
+    folders: Folders,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+    source: str,
+) -> None:
+    """A folder's id is refused with a translated error, not a raw AssertionError."""
+    (folders.media / "recordings").mkdir()
+    (folders.media / "recordings" / "speech.wav").write_bytes(await spoken_wav())
+
+    with pytest.raises(ServiceValidationError) as caught:
+        await call(hass, "transcribe", audio=source)
+
+    assert caught.value.translation_key == "audio_not_found"
+    assert not [r for r in standin.requests if r.path == "stt/"]
+
+
+async def test_media_source_links_within_the_media_folder_still_work(
+    hass: HomeAssistant,
+    tmp_path: Path,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A media folder that is a link (a USB disk) and links inside it are fine."""
+    disk = tmp_path / "usb"
+    (disk / "takes").mkdir(parents=True)
+    (disk / "takes" / "speech.wav").write_bytes(await spoken_wav())
+    (disk / "latest.wav").symlink_to(disk / "takes" / "speech.wav")
+    media = tmp_path / "media"
+    media.symlink_to(disk, target_is_directory=True)
+    hass.config.media_dirs = {"local": str(media)}
+    hass.config.allowlist_external_dirs = {str(media)}
+    assert await async_setup_component(hass, "media_source", {})
+
+    response = await call(
+        hass,
+        "transcribe",
+        audio="media-source://media_source/local/latest.wav",
+        language="en",
+    )
+
+    assert "garage door" in response["text"].lower()
+
+
 async def test_upload_limit_checked_before_uploading(
     hass: HomeAssistant,
     folders: Folders,
@@ -438,6 +525,32 @@ async def test_announce_with_built_in_chime(
     assert "dinner" in (await transcribe_pcm(pcm[chime_bytes:])).lower()
     assert info.duration > 1.2
     assert response["duration"] == pytest.approx(info.duration, abs=0.3)
+
+
+async def test_concurrent_first_uses_of_built_in_chime(
+    hass: HomeAssistant, folders: Folders
+) -> None:
+    """Many announcements reaching the chime together, before it exists, all get it.
+
+    Each one creates the chime file at the same time in HA's executor (as many
+    announcements fired by one automation do); none may fail, the chime is one
+    whole file, and no temporary file stays in the media folder. Several rounds
+    (the chime deleted in between) because a race shows only some of the time.
+    """
+    count = 64
+    chime = folders.media / "tts_ai" / "chimes" / "two_tone.wav"
+
+    for _ in range(5):
+        chime.unlink(missing_ok=True)
+        outcomes = await asyncio.gather(
+            *(_async_chime_path(hass, BUILT_IN_CHIME) for _ in range(count)),
+            return_exceptions=True,
+        )
+
+        assert [o for o in outcomes if isinstance(o, BaseException)] == []
+        assert outcomes == [chime] * count
+        assert [p.name for p in chime.parent.iterdir()] == ["two_tone.wav"]
+        assert chime.read_bytes() == two_tone_chime()
 
 
 async def test_failed_playback_leaves_no_file(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from http import HTTPStatus
 import logging
 from pathlib import Path
@@ -12,11 +13,12 @@ from unittest.mock import patch
 from homeassistant.core import Event, HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.network import NoURLAvailableError
+from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.tts_ai.const import DOMAIN, EVENT_TASK_COMPLETED
-from custom_components.tts_ai.tasks import TaskTracker, get_tracker
+from custom_components.tts_ai.tasks import TASK_MAX_AGE, TaskTracker, get_tracker
 from tests.audio import probe
 from tests.harness.standin import Fault, StandinServer
 
@@ -131,7 +133,8 @@ async def test_webhook_ignores_replays_unknown_ids_and_junk(
     log = caplog.text
     assert f"replayed TTS.ai webhook call for {response['task_id']}" in log
     assert "unknown task task_x" in log
-    assert log.count("malformed TTS.ai webhook") == 2
+    # The second malformed call is counted, not logged again (rate-limited).
+    assert log.count("malformed TTS.ai webhook") == 1
     # Nothing was fetched for the ignored calls: results were asked for once.
     task_path = f"results/{response['task_id']}"
     assert [r.path for r in standin.requests].count(task_path) == 1
@@ -274,3 +277,187 @@ async def test_unreachable_webhook_falls_back_to_slow_polling(
     assert standin.webhook_deliveries[0]["status"] is None  # the call failed
     assert response["status"] == "success"
     assert all(Path(s["path"]).is_file() for s in response["stems"].values())
+
+
+def forged_call(task_id: str) -> dict[str, Any]:
+    """A webhook payload shaped like the contract's ``task.completed`` call."""
+    return {
+        "event": "task.completed",
+        "task_id": task_id,
+        "status": "success",
+        "result_url": f"https://api.tts.ai/v1/results/{task_id}",
+        "credits_used": 12,
+        "created_at": "2025-01-15T10:30:00Z",
+        "completed_at": "2025-01-15T10:30:45Z",
+    }
+
+
+async def test_forged_webhook_flood_costs_one_status_request(
+    hass: HomeAssistant,
+    webhook_client: Any,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """40 forged calls for a pending task: one status request, no rate limit hit.
+
+    A webhook only says "look now": the task's one poller looks, at most once
+    per ``webhook_min_gap``, and the real completion still brings the stems.
+    """
+    events = completed_events(hass)
+    tracker = tracker_of(hass, config_entry)
+    standin.hold_tasks()
+    await hass.services.async_call(
+        DOMAIN, "separate_stems", {"audio": str(speech_file)}, blocking=True
+    )
+    (task_id,) = tracker.pending
+    url = f"/api/webhook/{tracker.webhook_id}"
+    status_path = f"results/{task_id}"
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    answers = []
+    for _ in range(40):  # paced like the audit's attacker: 40 calls in ~1.6 s
+        answers.append(await webhook_client.post(url, json=forged_call(task_id)))
+        await asyncio.sleep(0.04)
+    await asyncio.sleep(0.5)  # let whatever the calls started reach the stand-in
+    elapsed = loop.time() - started
+
+    assert {answer.status for answer in answers} == {HTTPStatus.OK}
+    asked = [r for r in standin.requests if r.path == status_path]
+    assert 1 <= len(asked) <= 1 + int(elapsed // tracker.poll.webhook_min_gap)
+    assert HTTPStatus.TOO_MANY_REQUESTS not in {r.status for r in standin.requests}
+    assert tracker.pending == {task_id}
+
+    standin.release_tasks()  # the real completion calls the webhook
+    outcome = await tracker.async_wait(task_id, 30)
+    await hass.async_block_till_done()
+
+    assert outcome.status == "success"
+    assert [e.data["task_id"] for e in events] == [task_id]
+    assert all(Path(s.path).is_file() for s in outcome.stems.values())
+    assert HTTPStatus.TOO_MANY_REQUESTS not in {r.status for r in standin.requests}
+
+
+async def test_webhook_task_ids_are_checked_and_logged_bounded(
+    hass: HomeAssistant,
+    webhook_client: Any,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A huge id with a forged log line, and 40 unknown ids: short, clean, few logs."""
+    tracker = tracker_of(hass, config_entry)
+    url = f"/api/webhook/{tracker.webhook_id}"
+    forged_line = "2026-01-01 12:00:00 ERROR (MainThread) [homeassistant] FORGED"
+    huge_id = "task_x\n" + forged_line + "\n" + "A" * 1_000_000
+    caplog.set_level(logging.INFO, logger="custom_components.tts_ai")
+
+    huge = await webhook_client.post(url, json=forged_call(huge_id))
+    forged = await webhook_client.post(url, json=forged_call(huge_id[:5000]))
+    too_long = await webhook_client.post(url, json=forged_call("task_" + "a" * 200))
+    control = await webhook_client.post(url, json=forged_call("task_\x1b[2Jx"))
+    unknown = [
+        await webhook_client.post(url, json=forged_call(f"task_{n:03d}"))
+        for n in range(40)
+    ]
+    await hass.async_block_till_done()
+
+    assert huge.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    for refused in (forged, too_long, control):
+        assert refused.status == HTTPStatus.BAD_REQUEST
+    assert {answer.status for answer in unknown} == {HTTPStatus.OK}
+    ours = [r for r in caplog.records if r.name.startswith("custom_components")]
+    messages = [record.getMessage() for record in ours]
+    assert messages, "the ignored calls are logged"
+    for message in messages:
+        assert len(message) <= 300
+        assert message.isprintable(), repr(message[:200])
+    assert not any(
+        line.startswith(forged_line[:10]) for line in caplog.text.splitlines()
+    )
+    # The forged id is still named, on one line, cut short.
+    assert any("invalid task id task_x?2026-01-01" in m for m in messages)
+    # Repeated warnings are rate-limited: one line for the 40 unknown ids.
+    assert sum("unknown task" in message for message in messages) == 1
+    # Nothing of it reached the service.
+    assert not any(r.path.startswith("results/") for r in standin.requests)
+
+
+async def test_task_older_than_the_max_age_ends_failed_after_a_reload(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A task that never finishes is not re-polled forever: it expires, failed."""
+    events = completed_events(hass)
+    tracker = tracker_of(hass, config_entry)
+    standin.hold_tasks()  # the service never finishes this one
+    with patch(
+        "homeassistant.components.webhook.async_generate_url",
+        side_effect=NoURLAvailableError,
+    ):
+        await hass.services.async_call(
+            DOMAIN, "separate_stems", {"audio": str(speech_file)}, blocking=True
+        )
+    (task_id,) = tracker.pending
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+    status_path = f"results/{task_id}"
+    asked_before = [r.path for r in standin.requests].count(status_path)
+
+    # Home Assistant comes back after the task's maximum age has passed.
+    later = dt_util.utcnow() + TASK_MAX_AGE + timedelta(minutes=1)
+    with patch("homeassistant.util.dt.utcnow", return_value=later):
+        assert await hass.config_entries.async_setup(config_entry.entry_id)
+    resumed = tracker_of(hass, config_entry)
+    resumed.poll.interval = 0.1
+    for _ in range(50):
+        if events:
+            break
+        await asyncio.sleep(0.1)
+
+    assert [e.data["task_id"] for e in events] == [task_id]
+    assert events[0].data["status"] == "failed"
+    assert "did not finish within 6 h" in events[0].data["error"]
+    assert resumed.pending == set()
+    # One last look at most, then no more polling.
+    await asyncio.sleep(0.5)
+    assert [r.path for r in standin.requests].count(status_path) - asked_before <= 1
+
+    # And after the next reload it stays gone.
+    assert await hass.config_entries.async_reload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert tracker_of(hass, config_entry).pending == set()
+    assert len(events) == 1
+
+
+async def test_task_past_the_max_age_fails_the_waiting_action(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """While HA runs, too old a task ends too: the waiting action gets why."""
+    events = completed_events(hass)
+    tracker = tracker_of(hass, config_entry)
+    tracker.poll.interval = 0.1
+    tracker.poll.max_age = 1.0  # stands in for TASK_MAX_AGE
+    standin.hold_tasks()
+    with (
+        patch(
+            "homeassistant.components.webhook.async_generate_url",
+            side_effect=NoURLAvailableError,
+        ),
+        pytest.raises(HomeAssistantError) as caught,
+    ):
+        await separate(hass, speech_file, timeout=30)
+
+    assert caught.value.translation_key == "task_failed"
+    assert "did not finish within" in str(caught.value)
+    await hass.async_block_till_done()
+    assert [e.data["status"] for e in events] == ["failed"]
+    assert tracker.pending == set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import logging
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, Platform
@@ -20,12 +21,16 @@ from .const import (
     CONF_HEDGE_DEADLINE,
     CONF_MODE,
     DOMAIN,
+    ENTRY_MINOR_VERSION,
+    ENTRY_VERSION,
 )
 from .coordinator import CatalogueCoordinator, catalogue_store
 from .fallback import DEFAULT_HEDGE_DEADLINE, FallbackPolicy, Mode
 from .local_speech import LocalSpeech, create_local_speech
 from .services import async_setup_services
 from .tasks import async_remove_tasks, async_setup_tasks
+
+_LOGGER = logging.getLogger(__name__)
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -93,6 +98,31 @@ def entry_mode(entry: ConfigEntry) -> Mode:
     if not entry.data.get(CONF_API_KEY):
         return Mode.LOCAL_ONLY
     return Mode(entry.options.get(CONF_MODE, Mode.CLOUD_FIRST))
+
+
+async def async_migrate_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> bool:
+    """Bring an entry made by an older version up to date."""
+    if entry.version > ENTRY_VERSION:
+        # Made by a newer release (a downgrade): nothing here can read it.
+        _LOGGER.error(
+            "TTS.ai entry %s is version %s.%s; this release reads up to %s",
+            entry.title,
+            entry.version,
+            entry.minor_version,
+            ENTRY_VERSION,
+        )
+        return False
+    if entry.minor_version < ENTRY_MINOR_VERSION:
+        options = {
+            key: value
+            for key, value in entry.options.items()
+            if value not in ("", None)
+        }
+        options[CONF_MODE] = entry_mode(entry)
+        hass.config_entries.async_update_entry(
+            entry, options=options, minor_version=ENTRY_MINOR_VERSION
+        )
+    return True
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> bool:

@@ -13,11 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 import hashlib
 import logging
-import os
 from pathlib import Path
 import secrets
 import shutil
-import tempfile
 import time
 from typing import TYPE_CHECKING
 
@@ -34,6 +32,7 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
 
 from .api.endpoints import CLONE, CLONE_MODELS
+from .files import copy_atomically
 
 if TYPE_CHECKING:
     from . import TtsAiConfigEntry
@@ -168,16 +167,8 @@ def store_recording(source: Path, folder: Path, extension: str) -> str:
     Blocking: run it in the executor. The copy is written under a temporary
     name and renamed, so a crash never leaves half a recording behind.
     """
-    folder.mkdir(parents=True, exist_ok=True)
     name = f"{secrets.token_hex(8)}.{extension}"
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as target, source.open("rb") as origin:
-            shutil.copyfileobj(origin, target)
-        Path(temporary).replace(folder / name)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    copy_atomically(source, folder / name)
     return name
 
 

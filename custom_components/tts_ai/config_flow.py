@@ -18,6 +18,7 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import CONF_API_KEY, CONF_NAME
 from homeassistant.core import callback
+from homeassistant.data_entry_flow import section
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
     EntitySelector,
@@ -83,6 +84,8 @@ from .const import (
     DEFAULT_STT_MODEL,
     DEFAULT_VOICE,
     DOMAIN,
+    ENTRY_MINOR_VERSION,
+    ENTRY_VERSION,
     HEDGE_DEADLINE_RANGE,
     LOCAL_ENGINE_BUILT_IN,
     LOCAL_ENGINE_ENTITY,
@@ -97,6 +100,12 @@ _LOGGER = logging.getLogger(__name__)
 LOCAL_ONLY_UNIQUE_ID = "local_only"
 # CTranslate2 Whisper models offered in the options (any other name works too).
 WHISPER_MODELS = ("tiny", "tiny.en", "base", "base.en", "small", "small.en")
+# The cloud form's collapsed section (a form name, not an option).
+MODEL_DOWNLOADS_SECTION = "model_downloads"
+MODEL_DOWNLOAD_DEFAULTS: dict[str, Any] = {
+    CONF_PIPER_VOICES_URL: PIPER_VOICES_URL,
+    CONF_WHISPER_MODELS_URL: HF_URL,
+}
 
 _KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 _URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
@@ -107,10 +116,13 @@ def key_fingerprint(api_key: str) -> str:
     return hashlib.sha256(api_key.strip().encode()).hexdigest()[:16]
 
 
-def _credentials_schema(defaults: Mapping[str, Any]) -> vol.Schema:
+def _credentials_schema(
+    defaults: Mapping[str, Any], *, key_required: bool = True
+) -> vol.Schema:
+    key_field = vol.Required if key_required else vol.Optional
     return vol.Schema(
         {
-            vol.Required(CONF_API_KEY): _KEY_SELECTOR,
+            key_field(CONF_API_KEY): _KEY_SELECTOR,
             vol.Optional(
                 CONF_BASE_URL,
                 default=defaults.get(CONF_BASE_URL, DEFAULT_BASE_URL),
@@ -119,10 +131,58 @@ def _credentials_schema(defaults: Mapping[str, Any]) -> vol.Schema:
     )
 
 
+def _cloud_schema() -> vol.Schema:
+    """Return the key and URL fields, and (collapsed) where models come from.
+
+    The models are fetched as soon as the entry is set up, i.e. right after
+    this form: a mirror given only later in the options would come too late.
+    """
+    return _credentials_schema({}).extend(
+        {
+            vol.Optional(MODEL_DOWNLOADS_SECTION): section(
+                vol.Schema(
+                    {
+                        vol.Optional(
+                            field,
+                            default=MODEL_DOWNLOAD_DEFAULTS.get(field, vol.UNDEFINED),
+                        ): selector
+                        for field, selector in _model_download_fields().items()
+                    }
+                ),
+                {"collapsed": True},
+            )
+        }
+    )
+
+
+def _model_download_fields() -> dict[str, Any]:
+    return {
+        CONF_PIPER_VOICES_URL: _URL_SELECTOR,
+        CONF_WHISPER_MODELS_URL: _URL_SELECTOR,
+        CONF_LOCAL_VOICES: TextSelector(TextSelectorConfig(multiple=True)),
+        CONF_WHISPER_MODEL: _select(
+            [SelectOptionDict(value=m, label=m) for m in WHISPER_MODELS], custom=True
+        ),
+    }
+
+
+def _model_download_options(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the section's answers that differ from the defaults (which may change)."""
+    given = user_input.get(MODEL_DOWNLOADS_SECTION) or {}
+    return {
+        field: value
+        for field, value in given.items()
+        if value and value != MODEL_DOWNLOAD_DEFAULTS.get(field)
+    }
+
+
 class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up a TTS.ai account."""
 
-    VERSION = 1
+    # Bump MINOR_VERSION for changes old code can still read, VERSION for the
+    # rest; __init__.async_migrate_entry brings older entries up to date.
+    VERSION = ENTRY_VERSION
+    MINOR_VERSION = ENTRY_MINOR_VERSION
 
     async def _validate(self, api_key: str, base_url: str) -> dict[str, str]:
         """Try the key against the catalogue endpoint; return form errors."""
@@ -163,12 +223,15 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
                 return self.async_create_entry(
                     title="TTS.ai",
                     data={CONF_API_KEY: api_key, CONF_BASE_URL: base_url},
-                    options={CONF_MODE: Mode.CLOUD_FIRST},
+                    options={
+                        CONF_MODE: Mode.CLOUD_FIRST,
+                        **_model_download_options(user_input),
+                    },
                 )
         return self.async_show_form(
             step_id="cloud",
             data_schema=self.add_suggested_values_to_schema(
-                _credentials_schema({}), user_input
+                _cloud_schema(), user_input
             ),
             errors=errors,
         )
@@ -177,7 +240,10 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Speak and listen on this device only: no account, no internet."""
-        await self.async_set_unique_id(LOCAL_ONLY_UNIQUE_ID)
+        # A form left open (tab closed, page reloaded) must not block a new
+        # attempt until HA restarts: another flow in progress is no reason to
+        # abort; only an entry that exists is.
+        await self.async_set_unique_id(LOCAL_ONLY_UNIQUE_ID, raise_on_progress=False)
         self._abort_if_unique_id_configured()
         if user_input is not None:
             return self.async_create_entry(
@@ -222,7 +288,10 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
         """Validate new credentials for an existing entry and reload it."""
         errors: dict[str, str] = {}
         if user_input is not None:
-            api_key = user_input[CONF_API_KEY].strip()
+            # Reconfigure may leave the key empty to keep the stored one.
+            api_key = (user_input.get(CONF_API_KEY) or "").strip() or (
+                entry.data[CONF_API_KEY] if with_url else ""
+            )
             base_url = (
                 user_input.get(CONF_BASE_URL) if with_url else None
             ) or entry.data.get(CONF_BASE_URL, DEFAULT_BASE_URL)
@@ -239,7 +308,7 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
                     data_updates={CONF_API_KEY: api_key, CONF_BASE_URL: base_url},
                 )
         schema = (
-            _credentials_schema(entry.data)
+            _credentials_schema(entry.data, key_required=False)
             if with_url
             else vol.Schema({vol.Required(CONF_API_KEY): _KEY_SELECTOR})
         )

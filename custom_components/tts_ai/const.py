@@ -7,6 +7,10 @@ MANUFACTURER: Final = "TTS.ai"
 
 # Config entry data.
 CONF_BASE_URL: Final = "base_url"
+# The config entry's version. 1.2: every entry's options state its mode, and
+# a cleared optional field is absent rather than an empty string.
+ENTRY_VERSION: Final = 1
+ENTRY_MINOR_VERSION: Final = 2
 
 # Options (entry.options) and TTS service options (tts.speak `options:`).
 CONF_MODEL: Final = "model"

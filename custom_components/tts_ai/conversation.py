@@ -37,6 +37,37 @@ async def async_setup_entry(
         async_add_entities([TtsAiConversationEntity(entry, entry.runtime_data.client)])
 
 
+# Who may continue a cloud conversation: HA's chat session together with the
+# user and the device that started it. HA reuses a chat session for whoever
+# names its id, so the id alone would let another user (or a satellite in
+# another room) read on in someone else's conversation.
+type ConversationKey = tuple[str, str | None, str | None]
+
+
+def conversation_key(
+    user_input: conversation.ConversationInput, session_id: str
+) -> ConversationKey:
+    """Return the key of the caller's own conversation in HA's chat session."""
+    return (session_id, user_input.context.user_id, user_input.device_id)
+
+
+def conversation_gone(err: NotFoundError, api_id: str) -> bool:
+    """Whether a 404 says the service no longer knows *this* conversation.
+
+    The contract documents 404 only for unknown models and voices; for an
+    expired (or foreign) conversation the service answers 404 with a message
+    naming the conversation, as in "Conversation 'conv_…' not found (field
+    'conversation_id')." Any other 404 (the configured voice withdrawn) must
+    not cost the user the conversation.
+    """
+    message = err.message.casefold()
+    return (
+        api_id.casefold() in message
+        or "conversation_id" in message
+        or message.startswith("conversation")
+    )
+
+
 class TtsAiConversationEntity(TtsAiEntity, conversation.ConversationEntity):
     """Answers through TTS.ai's voice chat, continuing HA's chat sessions."""
 
@@ -44,8 +75,8 @@ class TtsAiConversationEntity(TtsAiEntity, conversation.ConversationEntity):
         """Initialise the agent."""
         super().__init__(entry, "voice_chat")
         self._client = client
-        # HA's conversation id -> the service's conversation_id.
-        self._conversations: OrderedDict[str, str] = OrderedDict()
+        # (HA's conversation id, user, device) -> the service's conversation_id.
+        self._conversations: OrderedDict[ConversationKey, str] = OrderedDict()
 
     @property
     @override
@@ -61,20 +92,26 @@ class TtsAiConversationEntity(TtsAiEntity, conversation.ConversationEntity):
     ) -> conversation.ConversationResult:
         """Send one turn; answer with the AI's text, or a spoken error."""
         session_id = chat_log.conversation_id
+        key = conversation_key(user_input, session_id)
+        # Another caller naming this session finds no entry under its own key
+        # and so starts a conversation of its own.
+        api_id = self._conversations.get(key)
         try:
-            reply = await self._send(user_input, self._conversations.get(session_id))
-        except NotFoundError:
-            # The service forgot the conversation (expired): start a new one
-            # rather than failing every follow-up of this session.
-            self._conversations.pop(session_id, None)
+            reply = await self._send(user_input, api_id)
+        except NotFoundError as err:
+            if api_id is None or not conversation_gone(err, api_id):
+                return self._error_result(user_input, session_id, err)
+            # The service expired the conversation: start a new one rather
+            # than failing every follow-up of this session.
+            self._conversations.pop(key, None)
             try:
                 reply = await self._send(user_input, None)
-            except TtsAiError as err:
-                return self._error_result(user_input, session_id, err)
+            except TtsAiError as retry_err:
+                return self._error_result(user_input, session_id, retry_err)
         except TtsAiError as err:
             return self._error_result(user_input, session_id, err)
         if reply.conversation_id:
-            self._remember(session_id, reply.conversation_id)
+            self._remember(key, reply.conversation_id)
         chat_log.async_add_assistant_content_without_tools(
             conversation.AssistantContent(
                 agent_id=user_input.agent_id, content=reply.ai_text
@@ -97,9 +134,9 @@ class TtsAiConversationEntity(TtsAiEntity, conversation.ConversationEntity):
             conversation_id=api_id,
         )
 
-    def _remember(self, session_id: str, api_id: str) -> None:
-        self._conversations[session_id] = api_id
-        self._conversations.move_to_end(session_id)
+    def _remember(self, key: ConversationKey, api_id: str) -> None:
+        self._conversations[key] = api_id
+        self._conversations.move_to_end(key)
         while len(self._conversations) > MAX_CONVERSATIONS:
             self._conversations.popitem(last=False)
 

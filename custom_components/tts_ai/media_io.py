@@ -13,14 +13,13 @@ from dataclasses import dataclass
 import io
 import logging
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 import secrets
 from typing import Any, BinaryIO
 
-from homeassistant.components import media_source
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
-from homeassistant.util import dt as dt_util
+from homeassistant.util import dt as dt_util, raise_if_invalid_path
 
 from .api.endpoints import MEGABYTE, Endpoint
 from .const import DOMAIN, RESULTS_DIR
@@ -96,21 +95,52 @@ async def async_read_input(
 
 
 async def _async_media_source_path(hass: HomeAssistant, source: str) -> Path:
-    """Resolve a media-source id of the local media folder to its file."""
+    """Return the real file behind a media-source id of a local media folder.
+
+    The id is parsed here rather than through ``media_source.async_resolve_media``:
+    that resolver hands back the link, not the file it points at, and fails with
+    a raw AssertionError on a folder. The real file must pass the same allowlist
+    check as a path, so a link in the media folder cannot send, say,
+    ``secrets.yaml`` to the cloud.
+    """
     if not source.startswith(LOCAL_MEDIA_PREFIX):
         raise _validation_error("media_source_not_local", source=source)
-    try:
-        media = await media_source.async_resolve_media(hass, source, None)
-    except HomeAssistantError as err:
+    dir_id, _, location = source.removeprefix(LOCAL_MEDIA_PREFIX).partition("/")
+    base = hass.config.media_dirs.get(dir_id)
+    if base is None:
         raise _validation_error(
-            "media_source_unresolvable", source=source, error=str(err)
-        ) from err
-    if media.path is None:
-        raise _validation_error("media_source_not_local", source=source)
-    path = Path(media.path)
-    if not await hass.async_add_executor_job(path.is_file):
+            "media_source_unresolvable", source=source, error="unknown media folder"
+        )
+    try:
+        # HA's own rules for a media-source location: no "..", no absolute path.
+        raise_if_invalid_path(location)
+    except ValueError:
+        valid = False
+    else:
+        valid = "\0" not in location and not PurePosixPath(location).is_absolute()
+    if not valid:
+        raise _validation_error(
+            "media_source_unresolvable", source=source, error="invalid path"
+        )
+    return await hass.async_add_executor_job(
+        _allowed_media_file, hass, Path(base), location, source
+    )
+
+
+def _allowed_media_file(
+    hass: HomeAssistant, base: Path, location: str, source: str
+) -> Path:
+    """Return the real file at ``location`` in the media folder ``base`` (blocking)."""
+    real = (base / location).resolve()
+    # A media folder that is itself a link (e.g. to a USB disk) stays usable:
+    # the real file may lie in the media folder's real place or in the allowlist.
+    if not (
+        real.is_relative_to(base.resolve()) or hass.config.is_allowed_path(str(real))
+    ):
+        raise _validation_error("media_source_not_allowed", source=source)
+    if not real.is_file():
         raise _validation_error("audio_not_found", source=source)
-    return path
+    return real
 
 
 def _allowed_file(hass: HomeAssistant, source: str) -> Path:

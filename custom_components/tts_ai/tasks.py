@@ -2,8 +2,10 @@
 
 The service calls back on a webhook when a task ends, but documents no
 signature, so a call is only a hint: the receiver accepts task ids this entry
-started, then asks the service itself (with its own key) for the result.
-When Home Assistant has no URL the service could call, the task is polled.
+started, and wakes that task's one watcher, which asks the service itself (with
+its own key) for the state. When Home Assistant has no URL the service could
+call, the watcher polls. A task that has not ended after ``TASK_MAX_AGE`` is
+given up: it ends as failed, with the usual event.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +25,13 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.network import NoURLAvailableError
 from homeassistant.helpers.storage import Store
+from homeassistant.util import dt as dt_util
 from homeassistant.util.hass_dict import HassKey
+from homeassistant.util.json import json_loads
 
 from .api import (
     InternalServerError,
+    InvalidResponseError,
     ModelLoadingError,
     RateLimitedError,
     TaskStatus,
@@ -33,6 +40,7 @@ from .api import (
     TtsAiError,
     TtsAiTimeoutError,
     WebhookEvent,
+    endpoints as ep,
 )
 from .const import DOMAIN, EVENT_TASK_COMPLETED, SERVICE_SEPARATE_STEMS
 from .errors import to_ha_error
@@ -56,21 +64,79 @@ TRANSIENT_ERRORS = (
     TtsAiConnectionError,
     TtsAiTimeoutError,
 )
+# A task not ended this long after it started is given up (ends as failed).
+# Separation takes minutes; hours mean the service lost it. Counted across
+# restarts, so a lost task is not asked about after every reload forever.
+TASK_MAX_AGE = timedelta(hours=6)
+# What is logged of an untrusted value (a webhook's task id, an error text).
+LOGGED_CHARS = 64
+# The same kind of warning about webhook calls is logged once per period.
+WARNING_PERIOD_SECONDS = 300.0
+
+_TASK_ID = re.compile(ep.TASK_ID_PATTERN)
+
+
+def valid_task_id(task_id: str) -> bool:
+    """Whether ``task_id`` has the shape and length of a task id."""
+    return (
+        len(task_id) <= ep.TASK_ID_MAX_CHARS
+        and _TASK_ID.fullmatch(task_id) is not None
+        and ".." not in task_id
+    )
+
+
+def for_log(value: object, limit: int = LOGGED_CHARS) -> str:
+    """Return ``value`` as one short, printable line (untrusted text)."""
+    text = str(value)
+    shown = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    if len(text) > limit:
+        shown += f"…(+{len(text) - limit} characters)"
+    return shown
+
+
+class _WarningLimiter:
+    """Log each kind of message at most once per period; count the rest.
+
+    Webhook calls come from anyone who knows the URL: a flood of them must not
+    become a flood of log lines.
+    """
+
+    def __init__(self, period: float = WARNING_PERIOD_SECONDS) -> None:
+        self.period = period
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.period:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        if suppressed := self._suppressed.pop(kind, 0):
+            message += " (and %d more such calls since the last message)"
+            args = (*args, suppressed)
+        _LOGGER.log(level, message, *args)
 
 
 @dataclass(slots=True)
 class PollSettings:
-    """How tasks are polled (bounded: ``max_attempts`` requests at most).
+    """How a task's watcher asks for its state.
 
-    Without a webhook a task is polled every ``interval``. With one, it is
-    still polled, slowly and only after ``webhook_grace``: the URL HA offers
-    may be one the service cannot reach (an internal address).
+    Without a webhook a task is polled from every ``interval``, slowing by
+    ``backoff`` to every ``max_interval``. With one, it is still polled, slowly
+    and only after ``webhook_grace``: the URL HA offers may be one the service
+    cannot reach (an internal address). A webhook call makes the watcher look
+    at once, but never sooner than ``webhook_min_gap`` after its last look.
     """
 
     interval: float = 5.0
-    max_attempts: int = 360
+    backoff: float = 1.5
+    max_interval: float = 300.0
     webhook_grace: float = 60.0
     webhook_interval: float = 30.0
+    webhook_min_gap: float = 5.0
+    max_age: float = TASK_MAX_AGE.total_seconds()
 
 
 @dataclass(slots=True)
@@ -94,6 +160,44 @@ class TaskOutcome:
         }
 
 
+@dataclass(slots=True)
+class PendingTask:
+    """A task this entry started and still awaits (stored across restarts)."""
+
+    action: str
+    # When it was started (POSIX seconds): its age decides when it is given up.
+    started: float
+
+    @classmethod
+    def from_stored(cls, value: Any, now: float) -> PendingTask | None:
+        """Read a stored entry; None when unreadable.
+
+        Versions before the age limit stored only the action: such a task's
+        age counts from now.
+        """
+        if isinstance(value, str):
+            return cls(value, now)
+        if not isinstance(value, Mapping):
+            return None
+        action, started = value.get("action"), value.get("started")
+        if not isinstance(action, str) or not isinstance(started, (int, float)):
+            return None
+        return cls(action, min(float(started), now))
+
+    def as_stored(self) -> dict[str, Any]:
+        """Return what is stored."""
+        return {"action": self.action, "started": self.started}
+
+
+@dataclass(slots=True)
+class _Watcher:
+    """The one background job following a pending task."""
+
+    job: asyncio.Task[None]
+    # Set by a webhook call: "look now".
+    wake: asyncio.Event
+
+
 class TaskTracker:
     """The long tasks one config entry started, and their webhook."""
 
@@ -109,12 +213,14 @@ class TaskTracker:
         self._store: Store[dict[str, Any]] = Store(
             hass, TASKS_STORAGE_VERSION, f"{DOMAIN}.tasks.{entry.entry_id}"
         )
-        # task id -> action that started it; persisted so a restart in the
-        # middle of a task still accepts its webhook.
-        self._pending: dict[str, str] = {}
+        # Persisted so a restart in the middle of a task still accepts its
+        # webhook, and still knows the task's age.
+        self._pending: dict[str, PendingTask] = {}
         self._finished: dict[str, float] = {}
         self._in_progress: set[str] = set()
+        self._watchers: dict[str, _Watcher] = {}
         self._waiters: dict[str, asyncio.Future[TaskOutcome]] = {}
+        self._warnings = _WarningLimiter()
 
     @property
     def pending(self) -> set[str]:
@@ -125,8 +231,12 @@ class TaskTracker:
         """Load the stored state, register the webhook, resume pending tasks."""
         stored = await self._store.async_load() or {}
         self.webhook_id = stored.get("webhook_id") or webhook.async_generate_id()
-        self._pending = dict(stored.get("pending", {}))
-        self._finished = dict(stored.get("finished", {}))
+        now = dt_util.utcnow().timestamp()
+        for task_id, value in dict(stored.get("pending") or {}).items():
+            task = PendingTask.from_stored(value, now)
+            if task is not None and isinstance(task_id, str) and valid_task_id(task_id):
+                self._pending[task_id] = task
+        self._finished = dict(stored.get("finished") or {})
         webhook.async_register(
             self.hass,
             DOMAIN,
@@ -137,13 +247,17 @@ class TaskTracker:
             allowed_methods=["POST"],
         )
         self._save()
-        # A webhook may have been missed while HA was down: ask once more.
+        # A webhook may have been missed while HA was down: ask once more
+        # (a task past its age gets that one last look, then is given up).
         for task_id in self._pending:
-            self._start_polling(task_id)
+            self._watch(task_id)
 
     async def async_stop(self) -> None:
         """Unregister the webhook and fail whoever still waits."""
         webhook.async_unregister(self.hass, self.webhook_id)
+        for watcher in self._watchers.values():
+            watcher.job.cancel()
+        self._watchers.clear()
         for task_id, future in self._waiters.items():
             if not future.done():
                 # The task stays pending (stored) and resumes after a reload.
@@ -169,19 +283,25 @@ class TaskTracker:
             status = await self.client.separate(
                 audio, filename=filename, webhook_url=url, **options
             )
+            task_id = status.task_id
+            if not valid_task_id(task_id):
+                raise InvalidResponseError(
+                    f"the service gave an invalid task id {for_log(task_id)}"
+                )
         except TtsAiError as err:
             raise to_ha_error(self.hass, self.entry, err) from err
-        task_id = status.task_id
-        self._pending[task_id] = SERVICE_SEPARATE_STEMS
+        self._pending[task_id] = PendingTask(
+            SERVICE_SEPARATE_STEMS, dt_util.utcnow().timestamp()
+        )
         self._waiters[task_id] = self.hass.loop.create_future()
         self._save()
         if status.done:
-            await self._async_finish(task_id)
+            self._watch(task_id)
         elif url is None:
             _LOGGER.debug("No URL for a webhook: polling task %s", task_id)
-            self._start_polling(task_id)
+            self._watch(task_id)
         else:
-            self._start_polling(
+            self._watch(
                 task_id,
                 delay=self.poll.webhook_grace,
                 interval=self.poll.webhook_interval,
@@ -201,98 +321,202 @@ class TaskTracker:
     async def _async_handle_webhook(
         self, hass: HomeAssistant, webhook_id: str, request: web.Request
     ) -> web.Response:
-        """Handle the service's ``task.completed`` call (untrusted input)."""
+        """Handle the service's ``task.completed`` call (untrusted input).
+
+        Cheap whatever arrives: nothing is fetched here. A call for a pending
+        task only wakes that task's watcher.
+        """
+        body = await _read_bounded(request, ep.WEBHOOK_MAX_BYTES)
+        if body is None:
+            self._warnings.log(
+                logging.WARNING,
+                "too_large",
+                "Ignored a TTS.ai webhook call over %d bytes",
+                ep.WEBHOOK_MAX_BYTES,
+            )
+            return web.Response(status=413)
         try:
-            event = WebhookEvent.from_dict(await request.json())
+            event = WebhookEvent.from_dict(json_loads(body))
         except ValueError as err:
-            _LOGGER.warning("Ignored a malformed TTS.ai webhook call: %s", err)
+            self._warnings.log(
+                logging.WARNING,
+                "malformed",
+                "Ignored a malformed TTS.ai webhook call: %s",
+                for_log(err),
+            )
             return web.Response(status=400)
         task_id = event.task_id
-        if task_id in self._finished or task_id in self._in_progress:
-            _LOGGER.info("Ignored a replayed TTS.ai webhook call for %s", task_id)
+        if not valid_task_id(task_id):
+            self._warnings.log(
+                logging.WARNING,
+                "invalid_id",
+                "Ignored a TTS.ai webhook call with an invalid task id %s",
+                for_log(task_id),
+            )
+            return web.Response(status=400)
+        if task_id in self._finished:
+            self._warnings.log(
+                logging.INFO,
+                "replayed",
+                "Ignored a replayed TTS.ai webhook call for %s",
+                task_id,
+            )
             return web.Response(status=200)
         if task_id not in self._pending:
-            _LOGGER.warning("Ignored a TTS.ai webhook for unknown task %s", task_id)
+            self._warnings.log(
+                logging.WARNING,
+                "unknown",
+                "Ignored a TTS.ai webhook call for unknown task %s",
+                task_id,
+            )
             return web.Response(status=200)
-        # Answer at once; the result is fetched in the background.
-        self.entry.async_create_background_task(
-            hass, self._async_finish(task_id), f"{DOMAIN} task {task_id}"
-        )
+        # Answer at once; the watcher fetches the result in the background.
+        self._watch(task_id).wake.set()
         return web.Response(status=200)
 
-    # --- Polling -------------------------------------------------------------
+    # --- Watching --------------------------------------------------------------
 
-    def _start_polling(
+    def _watch(
         self, task_id: str, *, delay: float = 0.0, interval: float | None = None
-    ) -> None:
-        """Poll ``task_id`` in the background (ends with the entry)."""
-        self.entry.async_create_background_task(
+    ) -> _Watcher:
+        """Return the task's watcher, starting it if there is none (one per task)."""
+        watcher = self._watchers.get(task_id)
+        if watcher is not None and not watcher.job.done():
+            return watcher
+        wake = asyncio.Event()
+        age = dt_util.utcnow().timestamp() - self._pending[task_id].started
+        expires = self.hass.loop.time() + self.poll.max_age - age
+        job = self.entry.async_create_background_task(
             self.hass,
-            self._async_poll(task_id, delay, interval or self.poll.interval),
-            f"{DOMAIN} poll {task_id}",
+            self._async_watch(
+                task_id, wake, expires, delay, interval or self.poll.interval
+            ),
+            f"{DOMAIN} task {task_id}",
         )
+        watcher = self._watchers[task_id] = _Watcher(job, wake)
+        return watcher
 
-    async def _async_poll(self, task_id: str, delay: float, interval: float) -> None:
-        """Ask for the task's state until it ends (bounded)."""
-        await asyncio.sleep(delay)
-        for _attempt in range(self.poll.max_attempts):
+    async def _async_watch(
+        self,
+        task_id: str,
+        wake: asyncio.Event,
+        expires: float,
+        delay: float,
+        interval: float,
+    ) -> None:
+        """Follow a task until it ends or expires; the only caller of get_result.
+
+        So there is never more than one status request in flight per task, and
+        webhook calls cost at most one request per ``webhook_min_gap``.
+        """
+        try:
+            await self._async_follow(task_id, wake, expires, delay, interval)
+        except Exception as err:
+            # A bug or an unreadable answer must not leave the task pending.
+            _LOGGER.exception("Following TTS.ai task %s failed", task_id)
+            await self._async_end(
+                TaskOutcome(task_id, "failed", error=for_log(err, 200))
+            )
+        finally:
+            watcher = self._watchers.get(task_id)
+            if watcher is not None and watcher.wake is wake:
+                del self._watchers[task_id]
+
+    async def _async_follow(
+        self,
+        task_id: str,
+        wake: asyncio.Event,
+        expires: float,
+        delay: float,
+        interval: float,
+    ) -> None:
+        loop = self.hass.loop
+        next_look = loop.time() + delay
+        last_look: float | None = None
+        while task_id in self._pending:
+            expired = loop.time() >= expires
+            if not expired:
+                woken = await _wait_event(wake, min(next_look, expires) - loop.time())
+                if woken and last_look is not None:
+                    # "Look now", but not sooner than the gap after the last look.
+                    gap = last_look + self.poll.webhook_min_gap - loop.time()
+                    await asyncio.sleep(max(gap, 0.0))
+                expired = not woken and loop.time() >= expires
             if task_id not in self._pending:
-                return  # the webhook won
+                return
+            wake.clear()
+            last_look = loop.time()
             try:
-                status = await self.client.get_result(task_id)
+                status: TaskStatus | None = await self.client.get_result(task_id)
+            except TRANSIENT_ERRORS as err:
+                _LOGGER.debug("Asking for task %s failed: %s", task_id, for_log(err))
+                status = None
             except TtsAiError as err:
-                _LOGGER.debug("Polling task %s failed: %s", task_id, err)
-            else:
-                if status.done:
-                    await self._async_finish(task_id, status)
-                    return
-            await asyncio.sleep(interval)
-        _LOGGER.warning("Gave up waiting for TTS.ai task %s", task_id)
+                _LOGGER.warning(
+                    "Cannot fetch TTS.ai task %s: %s", task_id, for_log(err, 200)
+                )
+                await self._async_end(TaskOutcome(task_id, "failed", error=str(err)))
+                return
+            if status is not None and status.done:
+                await self._async_finish(task_id, status)
+                return
+            if expired:
+                await self._async_expire(task_id)
+                return
+            interval = min(interval * self.poll.backoff, self.poll.max_interval)
+            next_look = loop.time() + interval
 
     # --- Completion ----------------------------------------------------------
 
-    async def _async_finish(
-        self, task_id: str, status: TaskStatus | None = None
-    ) -> None:
+    async def _async_finish(self, task_id: str, status: TaskStatus) -> None:
         """Fetch, store and announce the result of a finished task, once."""
         if task_id not in self._pending or task_id in self._in_progress:
             return
         self._in_progress.add(task_id)
         try:
-            if status is None:
-                try:
-                    status = await self.client.get_result(task_id)
-                except TRANSIENT_ERRORS as err:
-                    _LOGGER.debug("Task %s: %s; polling instead", task_id, err)
-                    self._start_polling(task_id)
-                    return
-            if not status.done:
-                # The call came before the result: keep waiting by polling.
-                self._start_polling(task_id)
-                return
-            outcome = await self._async_collect(status)
+            outcome = await self._async_collect(task_id, status)
         except (TtsAiError, HomeAssistantError) as err:
-            _LOGGER.warning("Cannot fetch TTS.ai task %s: %s", task_id, err)
+            _LOGGER.warning(
+                "Cannot fetch TTS.ai task %s: %s", task_id, for_log(err, 200)
+            )
             outcome = TaskOutcome(task_id, "failed", error=str(err))
         finally:
             self._in_progress.discard(task_id)
-        action = self._pending.pop(task_id, SERVICE_SEPARATE_STEMS)
-        self._finished[task_id] = time.time()
+        await self._async_end(outcome)
+
+    async def _async_expire(self, task_id: str) -> None:
+        """Give up a task older than the maximum age: it ends as failed."""
+        hours = f"{self.poll.max_age / 3600:g}"
+        error = HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="task_expired",
+            translation_placeholders={"task_id": task_id, "max_age": hours},
+        )
+        _LOGGER.warning("Gave up TTS.ai task %s after %s h", task_id, hours)
+        await self._async_end(TaskOutcome(task_id, "failed", error=str(error)))
+
+    async def _async_end(self, outcome: TaskOutcome) -> None:
+        """Forget a pending task, fire the event and answer its waiter, once."""
+        task = self._pending.pop(outcome.task_id, None)
+        if task is None:
+            return
+        self._finished[outcome.task_id] = time.time()
         self._save()
         self.hass.bus.async_fire(
             EVENT_TASK_COMPLETED,
-            {"entry_id": self.entry.entry_id, "action": action} | outcome.as_response(),
+            {"entry_id": self.entry.entry_id, "action": task.action}
+            | outcome.as_response(),
         )
-        future = self._waiters.pop(task_id, None)
+        future = self._waiters.pop(outcome.task_id, None)
         if future is not None and not future.done():
             future.set_result(outcome)
 
-    async def _async_collect(self, status: TaskStatus) -> TaskOutcome:
+    async def _async_collect(self, task_id: str, status: TaskStatus) -> TaskOutcome:
         """Download a finished task's files into the media folder."""
         if status.status not in SUCCESS_STATUSES:
             error = status.result.get("error")
             return TaskOutcome(
-                status.task_id,
+                task_id,
                 "failed",
                 credits_used=status.credits_used,
                 error=str(error or status.status),
@@ -306,14 +530,12 @@ class TaskTracker:
                     SERVICE_SEPARATE_STEMS,
                     audio.data,
                     audio.format,
-                    label=f"{status.task_id}-{name}",
+                    label=f"{task_id}-{name}",
                 )
         except BaseException:
             await async_discard(self.hass, stored.values())
             raise
-        return TaskOutcome(
-            status.task_id, "success", stored, credits_used=status.credits_used
-        )
+        return TaskOutcome(task_id, "success", stored, credits_used=status.credits_used)
 
     # --- Storage -------------------------------------------------------------
 
@@ -323,13 +545,39 @@ class TaskTracker:
         self._finished = dict(newest[-REMEMBERED_FINISHED:])
         return {
             "webhook_id": self.webhook_id,
-            "pending": self._pending,
+            "pending": {
+                task_id: task.as_stored() for task_id, task in self._pending.items()
+            },
             "finished": self._finished,
         }
 
     def _save(self) -> None:
         """Store the state soon (batched)."""
         self._store.async_delay_save(self._data, 1)
+
+
+async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
+    """Read a request body of at most ``limit`` bytes; None when larger."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(4096):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; whether it was set."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
 
 
 async def async_setup_tasks(

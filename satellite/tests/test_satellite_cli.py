@@ -34,9 +34,17 @@ TOKEN = "eyJhbGciOiJIUzI1NiJ9.satellite-test-token.c2VjcmV0"
 
 
 def _satellite(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    url_from_environment: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "HA_TOKEN"}
+    environment = {
+        k: v for k, v in os.environ.items() if k not in {"HA_TOKEN", "HA_URL"}
+    }
+    if url_from_environment:
+        # An address, so each test reaches the check it is about.
+        environment["HA_URL"] = "http://127.0.0.1:9"  # discard: never reached
     return subprocess.run(
         [*SATELLITE, *args],
         cwd=PACKAGE_ROOT,
@@ -182,3 +190,18 @@ def test_backoff_doubles_to_a_cap_with_jitter_and_resets() -> None:
         assert base * 0.9 <= delay <= min(10.0, base * 1.1)
     backoff.reset()
     assert backoff.next_delay() <= 1.1
+
+
+def test_without_url_it_stops_at_once_and_says_why(
+    speech_wav: Path, tmp_path: Path
+) -> None:
+    """No --url and no $HA_URL: a usage error, not retries."""
+    result = _satellite(
+        *("--input", str(speech_wav), "--output", str(tmp_path / "reply.wav")),
+        env={"HA_TOKEN": TOKEN},
+        url_from_environment=False,
+        timeout=20,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no Home Assistant address: pass --url http://HOST:8123" in result.stderr
+    assert "homeassistant.local" not in result.stderr

@@ -28,7 +28,6 @@ from .wav import WavError, read_wav
 
 TOKEN_ENVIRONMENT_VARIABLE = "HA_TOKEN"  # noqa: S105 - a variable name, not a token
 URL_ENVIRONMENT_VARIABLE = "HA_URL"
-DEFAULT_URL = "http://homeassistant.local:8123"
 
 
 class ExitCode(enum.IntEnum):
@@ -61,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--url",
-        default=os.environ.get(URL_ENVIRONMENT_VARIABLE, DEFAULT_URL),
-        help=f"Home Assistant's address (default ${URL_ENVIRONMENT_VARIABLE}"
-        f" or {DEFAULT_URL})",
+        default=os.environ.get(URL_ENVIRONMENT_VARIABLE) or None,
+        help="Home Assistant's address, e.g. http://homeassistant.local:8123"
+        f" (default ${URL_ENVIRONMENT_VARIABLE})",
     )
     parser.add_argument("--token-file", type=Path, help="file holding the token")
     parser.add_argument(
@@ -162,6 +161,13 @@ def read_token(token_file: Path | None) -> str:
 
 def settings_from(args: argparse.Namespace, token: str) -> Settings:
     """Check the arguments that can be checked offline; build the settings."""
+    if args.url is None:
+        # No guessing (homeassistant.local): a wrong guess only shows as
+        # half a minute of reconnecting.
+        raise UsageError(
+            "no Home Assistant address: pass --url http://HOST:8123"
+            f" or set {URL_ENVIRONMENT_VARIABLE}"
+        )
     try:
         websocket_url(args.url)
     except ValueError as err:

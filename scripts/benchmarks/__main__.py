@@ -45,6 +45,8 @@ RUNS = (
     SuiteRun("speed"),
     SuiteRun("memory"),
     SuiteRun("soak"),
+    # Figure 9: a long unpunctuated text against a normal announcement.
+    SuiteRun("long_text"),
     # Figure 8: the local figures again on one core, as a small board would.
     SuiteRun("speed", pin=1),
     SuiteRun("soak", pin=1),

@@ -17,6 +17,9 @@ FIGURE_NUMBERS = {
     "rss_loaded": "6a",
     "rss_after_idle_unload": "6b",
     "rss_growth_syntheses": "7",
+    "long_text_memory": "9a",
+    "long_text_first_audio": "9b",
+    "long_text_after_lost_hedge": "9c",
 }
 PINNED_PREFIX = "pinned_"
 

@@ -30,7 +30,7 @@ from .common import (
 )
 from .memory import loaded_memory_figures, soak_memory_figure
 
-SUITES = ("speed", "memory", "soak")
+SUITES = ("speed", "memory", "soak", "long_text")
 PINNED_PREFIX = "pinned_"
 
 
@@ -95,6 +95,11 @@ async def run_suite(name: str, config: BenchConfig) -> list[Figure]:
         return await loaded_memory_figures(config)
     if name == "soak":
         return [await soak_memory_figure(config)]
+    if name == "long_text":
+        # Each side runs in a process of its own; this one only gathers.
+        from .long_text import long_text_figures  # noqa: PLC0415
+
+        return long_text_figures(config)
     raise ValueError(f"unknown suite {name!r}")
 
 

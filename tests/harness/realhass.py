@@ -7,20 +7,27 @@ throw-away instance on free ports). It
 1. installs the packages the configured integrations need that the venv lacks
    (Home Assistant then runs with ``--skip-pip``: nothing is fetched at start),
 2. links the integration into the configuration directory,
-3. starts the stand-in server (``python -m tests.harness.standin``) and ``hass``,
-4. onboards a fresh configuration through Home Assistant's own REST API (user
+3. stores Home Assistant's HTTP settings (loopback only, on the port of the
+   configuration's ``internal_url``) where Home Assistant 2026.10 keeps them,
+4. starts the stand-in server (``python -m tests.harness.standin``) and ``hass``,
+5. onboards a fresh configuration through Home Assistant's own REST API (user
    ``dev`` / password ``dev``), or logs in on one that is already onboarded,
-5. adds a TTS.ai config entry pointed at the stand-in through the integration's
-   config flow, unless there is one already.
+6. adds a TTS.ai config entry through the integration's config flow, unless
+   there is one already: pointed at the stand-in, and its on-device models at
+   the local model server from the start,
+7. adds a "TTS.ai" Assist pipeline (the entry's speech-to-text and
+   text-to-speech, preferred) and a long-lived token for ``scripts/satellite``.
 
 Run it as ``scripts/develop`` (``python -m tests.harness.realhass``); Ctrl-C
 stops both servers.
 """
 
 import argparse
+import asyncio
 from collections.abc import Iterable, Iterator, Mapping
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 import importlib.metadata
 import json
 import os
@@ -35,8 +42,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import aiohttp
 from homeassistant.bootstrap import DEFAULT_INTEGRATIONS
 import homeassistant.components
+from homeassistant.components.http.config import HTTP_STORAGE_SCHEMA
 from packaging.requirements import Requirement
 import yaml
 
@@ -49,21 +58,26 @@ DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 CONFIGURATION_FILE = "configuration.yaml"
 FRONTEND_PACKAGE = "home-assistant-frontend"
 DEFAULT_STANDIN_PORT = 8765
-# The cloud voice settings the dev entry keeps (the integration's defaults).
-DEV_CLOUD_OPTIONS = {
-    "model": "kokoro",
-    "voice": "af_bella",
-    "language": "en",
-    "format": "mp3",
-    "speed": 1.0,
-    "stt_model": "whisper",
-}
 LOOPBACK = "127.0.0.1"
+LOOPBACK_HOSTS = frozenset({LOOPBACK, "localhost"})
+DEFAULT_HASS_PORT = 8123
+# Home Assistant 2026.10 keeps its HTTP settings in this store, as a confirmed
+# ("stable") config and an unconfirmed ("pending") one that it reverts after
+# 5 minutes (homeassistant/components/http/config.py). The layout written here
+# is its version 2.2; Home Assistant migrates older versions forward itself.
+HTTP_STORE_PATH = Path(".storage") / "http"
+HTTP_STORE_VERSION = (2, 2)
+HTTP_STORE_META_KEYS = ("created_at", "error", "error_message")
 
 DEV_NAME = "Developer"
 DEV_USERNAME = "dev"
 DEV_PASSWORD = "dev"  # a documented, loopback-only login
 DEV_LANGUAGE = "en"
+PIPELINE_NAME = "TTS.ai"
+# `scripts/satellite` finds this file in config/ and then talks to this instance.
+SATELLITE_TOKEN_FILE = "satellite-token"
+SATELLITE_CLIENT_NAME = "scripts/satellite (develop)"
+SATELLITE_TOKEN_DAYS = 3650
 
 # Home Assistant exits with this code when asked to restart (e.g. from the UI);
 # a supervisor is expected to start it again, and `develop` plays that role.
@@ -96,14 +110,82 @@ def write_configuration(config_dir: Path, configuration: Mapping[str, Any]) -> N
 
 
 def hass_url(configuration: Mapping[str, Any]) -> str:
-    """Return the address Home Assistant serves on for this configuration."""
-    http = configuration.get("http") or {}
-    host = http.get("server_host", LOOPBACK)
-    if isinstance(host, list):
-        host = host[0]
-    if host in {"0.0.0.0", "::"}:  # noqa: S104 - a bind address: reach it on loopback
-        host = LOOPBACK
-    return f"http://{host}:{http.get('server_port', 8123)}"
+    """Return the address Home Assistant serves on: its ``internal_url``.
+
+    Home Assistant 2026.10 no longer reads ``http:`` from YAML after migrating
+    it once (and then flags it as a repair), so the development configuration
+    says where it serves in one place Home Assistant does read: the
+    ``homeassistant: internal_url:``, which also makes the URLs it hands out
+    (``tts_get_url``, media) point there. The host must be loopback: the dev
+    login and the stand-in's demo key are not secrets.
+    """
+    if "http" in configuration:
+        raise DevEnvironmentError(
+            f"{CONFIGURATION_FILE}: remove `http:`; Home Assistant 2026.10 keeps"
+            " HTTP settings in storage, and develop serves on the host and port of"
+            " `homeassistant: internal_url:`"
+        )
+    core = configuration.get("homeassistant") or {}
+    url = core.get("internal_url", f"http://{LOOPBACK}:{DEFAULT_HASS_PORT}")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "http" or parsed.hostname not in LOOPBACK_HOSTS:
+        raise DevEnvironmentError(
+            f"internal_url {url!r}: develop serves plain http on loopback only"
+            f" (http://{LOOPBACK}:PORT)"
+        )
+    return f"http://{LOOPBACK}:{parsed.port or 80}"
+
+
+def store_http_config(config_dir: Path, port: int) -> bool:
+    """Make Home Assistant serve on loopback only, now and on every later start.
+
+    Writes the confirmed ("stable") HTTP config into Home Assistant's own store
+    before it starts, with nothing pending: Home Assistant 2026.10 would
+    otherwise stage a YAML ``http:`` as a trial that it reverts after 5
+    minutes (then serving on every interface), and with no config at all it
+    serves on every interface from the start. Settings changed in the UI are
+    put back at the next start. Returns whether the store was written.
+    """
+    wanted = HTTP_STORAGE_SCHEMA({"server_host": [LOOPBACK], "server_port": port})
+    path = config_dir / HTTP_STORE_PATH
+    stored: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    data = stored.get("data") if isinstance(stored, dict) else None
+    stable = data.get("stable") if isinstance(data, dict) else None
+    if (
+        isinstance(data, dict)
+        and isinstance(stable, dict)
+        and data.get("pending") is None
+        and data.get("yaml_migration_done") is True
+        and (stored.get("version"), stored.get("minor_version")) == HTTP_STORE_VERSION
+        and {k: v for k, v in stable.items() if k not in HTTP_STORE_META_KEYS} == wanted
+    ):
+        return False
+    major, minor = HTTP_STORE_VERSION
+    document = {
+        "version": major,
+        "minor_version": minor,
+        "key": "http",
+        "data": {
+            "stable": {
+                **wanted,
+                "created_at": datetime.now(UTC).isoformat(),
+                "error": None,
+                "error_message": None,
+            },
+            "pending": None,
+            "yaml_migration_done": True,
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Private, as Home Assistant keeps it; replaced whole, never half-written.
+    temporary = path.with_name(f".{path.name}.develop")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(document, file, indent=2)
+    temporary.replace(path)
+    return True
 
 
 def configured_domains(configuration: Mapping[str, Any]) -> set[str]:
@@ -298,6 +380,37 @@ def _expect(response: HttpResponse, what: str, *statuses: int) -> Any:
     return response.body
 
 
+def websocket_command(url: str, token: str, command: Mapping[str, Any]) -> Any:
+    """Send one command over Home Assistant's websocket API; return its result.
+
+    Some settings (HTTP, pipelines, long-lived tokens) have no REST endpoint;
+    the frontend changes them over the websocket, and so does this.
+    """
+
+    async def exchange() -> Any:
+        timeout = aiohttp.ClientWSTimeout(ws_close=HTTP_TIMEOUT)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{url}/api/websocket", timeout=timeout) as socket,
+        ):
+            await socket.receive_json()  # auth_required
+            await socket.send_json({"type": "auth", "access_token": token})
+            if (answer := await socket.receive_json())["type"] != "auth_ok":
+                raise DevEnvironmentError(f"websocket login refused: {answer}")
+            await socket.send_json({"id": 1, **command})
+            while (answer := await socket.receive_json()).get("id") != 1:
+                pass  # events of earlier subscriptions: none are made here
+        if not answer.get("success"):
+            raise DevEnvironmentError(f"{command['type']}: {answer.get('error')}")
+        return answer.get("result")
+
+    async def bounded() -> Any:
+        async with asyncio.timeout(HTTP_TIMEOUT):
+            return await exchange()
+
+    return asyncio.run(bounded())
+
+
 # --- processes ----------------------------------------------------------------
 
 
@@ -332,7 +445,10 @@ def _start_module(
 
 
 def start_hass(config_dir: Path, *, output: IO[str] | None) -> subprocess.Popen[bytes]:
-    """Start Home Assistant on a configuration directory."""
+    """Start Home Assistant on a configuration directory, on loopback only."""
+    port = urllib.parse.urlsplit(hass_url(load_configuration(config_dir))).port
+    assert port is not None  # hass_url always names one
+    store_http_config(config_dir, port)
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "homeassistant", "--config", str(config_dir)),
@@ -530,64 +646,33 @@ def ensure_tts_ai_entry(
         "POST",
         f"{url}/api/config/config_entries/flow/{flow_id}",
         token=token,
-        json_body={"api_key": api_key, "base_url": base_url},
+        json_body={
+            "api_key": api_key,
+            "base_url": base_url,
+            # The form's collapsed section: the entry fetches its on-device
+            # models as soon as it exists, so from the model server from the
+            # start (the default hosts are unreachable offline).
+            "model_downloads": {
+                "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
+                "whisper_models_url": models_url,
+                # What the model server has: the real Joe voice, Whisper tiny.en.
+                "local_voices": ["en_US-joe-medium"],
+                "whisper_model": "tiny.en",
+            },
+        },
     )
     body = _expect(result, "submitting the TTS.ai config flow")
     if body.get("type") != "create_entry":
         raise DevEnvironmentError(f"the TTS.ai config flow did not finish: {body}")
-    configure_fallback(url, token, body["result"]["entry_id"], models_url=models_url)
+    wait_for_tts_entity(url, token)
     return body["result"]
 
 
-def configure_fallback(
-    url: str, token: str, entry_id: str, *, models_url: str
-) -> dict[str, Any]:
-    """Point the entry's on-device fallback at the local model server.
-
-    Goes through the integration's own options flow: first the cloud voice
-    settings (kept at their defaults), then the fallback step.
-    """
-    flow = http_request(
-        "POST",
-        f"{url}/api/config/config_entries/options/flow",
-        token=token,
-        json_body={"handler": entry_id},
-    )
-    flow_id = _expect(flow, "opening the TTS.ai options")["flow_id"]
-    cloud = http_request(
-        "POST",
-        f"{url}/api/config/config_entries/options/flow/{flow_id}",
-        token=token,
-        json_body=DEV_CLOUD_OPTIONS,
-    )
-    _expect(cloud, "submitting the TTS.ai cloud options")
-    result = http_request(
-        "POST",
-        f"{url}/api/config/config_entries/options/flow/{flow_id}",
-        token=token,
-        json_body={
-            "mode": "cloud_first",
-            "local_engine": "built_in",
-            "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
-            "whisper_models_url": models_url,
-            # What the model server has: the real Joe voice and Whisper tiny.en.
-            "local_voices": ["en_US-joe-medium"],
-            "whisper_model": "tiny.en",
-            "hedge_deadline": 1.5,
-        },
-    )
-    body = _expect(result, "submitting the TTS.ai fallback options")
-    if body.get("type") != "create_entry":
-        raise DevEnvironmentError(f"the TTS.ai options flow did not finish: {body}")
-    wait_for_tts_entity(url, token)
-    return body
-
-
 def wait_for_tts_entity(url: str, token: str, timeout: float = 60.0) -> str:
-    """Wait until the TTS.ai entry, reloaded by its options, is back for good.
+    """Wait until the TTS.ai entry is loaded with its TTS entity, for good.
 
-    The reload runs after the options flow has answered: only an entry seen
-    loaded with its TTS entity for a whole second is past it.
+    Only an entry seen loaded with its TTS entity for a whole second counts:
+    a reload (e.g. after an options change) may still be under way before.
     """
     deadline = time.monotonic() + timeout
     template = (
@@ -641,6 +726,146 @@ def remove_failed_onboarding_entries(url: str, token: str) -> list[str]:
     return removed
 
 
+def check_http_config(url: str, token: str) -> dict[str, Any]:
+    """Fail unless Home Assistant runs the confirmed, loopback-only HTTP config.
+
+    Returns Home Assistant's own account of it (websocket ``http/config``).
+    """
+    state = websocket_command(url, token, {"type": "http/config"})
+    if (
+        state["pending"] is not None
+        or state["active_config_type"] != "stable"
+        or state["stable"].get("server_host") != [LOOPBACK]
+    ):
+        raise DevEnvironmentError(f"Home Assistant is not loopback-only: {state}")
+    return state
+
+
+def integration_entity(url: str, token: str, domain: str) -> str:
+    """Return the TTS.ai entry's entity of a platform (``stt``, ``tts``)."""
+    template = (
+        f"{{{{ integration_entities('{INTEGRATION_DOMAIN}')"
+        f" | select('match', '{domain}[.]') | list | tojson }}}}"
+    )
+    answer = http_request(
+        "POST", f"{url}/api/template", token=token, json_body={"template": template}
+    )
+    if not (found := json.loads(_expect(answer, "listing the TTS.ai entities"))):
+        raise DevEnvironmentError(f"the TTS.ai entry has no {domain} entity")
+    return str(found[0])
+
+
+def ensure_tts_ai_pipeline(url: str, token: str) -> dict[str, Any]:
+    """Make a "TTS.ai" Assist pipeline (the entry's STT and TTS) the preferred one.
+
+    Home Assistant's own default pipeline has neither when it was created
+    before the entry, and a satellite then fails with "the pipeline does not
+    support speech-to-text". An existing "TTS.ai" pipeline is pointed at the
+    entry's entities again (they change when the entry is re-created).
+    """
+    stt_entity = integration_entity(url, token, "stt")
+    tts_entity = integration_entity(url, token, "tts")
+    languages = {}
+    for kind, entity in (("stt", stt_entity), ("tts", tts_entity)):
+        engines = websocket_command(
+            url, token, {"type": f"{kind}/engine/list", "language": DEV_LANGUAGE}
+        )
+        [languages[kind]] = [
+            p["supported_languages"][0]
+            for p in engines["providers"]
+            if p["engine_id"] == entity and p["supported_languages"]
+        ] or [DEV_LANGUAGE]
+    fields = {
+        "name": PIPELINE_NAME,
+        "language": DEV_LANGUAGE,
+        "conversation_engine": "conversation.home_assistant",
+        "conversation_language": DEV_LANGUAGE,
+        "stt_engine": stt_entity,
+        "stt_language": languages["stt"],
+        "tts_engine": tts_entity,
+        "tts_language": languages["tts"],
+        "tts_voice": None,
+        "wake_word_entity": None,
+        "wake_word_id": None,
+    }
+    listed = websocket_command(url, token, {"type": "assist_pipeline/pipeline/list"})
+    existing = [p for p in listed["pipelines"] if p["name"] == PIPELINE_NAME]
+    if not existing:
+        pipeline = websocket_command(
+            url, token, {"type": "assist_pipeline/pipeline/create", **fields}
+        )
+    elif any(existing[0].get(key) != value for key, value in fields.items()):
+        pipeline = websocket_command(
+            url,
+            token,
+            {
+                "type": "assist_pipeline/pipeline/update",
+                "pipeline_id": existing[0]["id"],
+                **fields,
+            },
+        )
+    else:
+        pipeline = existing[0]
+    if listed["preferred_pipeline"] != pipeline["id"]:
+        websocket_command(
+            url,
+            token,
+            {
+                "type": "assist_pipeline/pipeline/set_preferred",
+                "pipeline_id": pipeline["id"],
+            },
+        )
+    return pipeline
+
+
+def ensure_satellite_token(url: str, token: str, token_file: Path) -> str:
+    """Return a long-lived token for ``scripts/satellite``, kept in ``token_file``.
+
+    The stored one is reused while Home Assistant accepts it; otherwise a new
+    one replaces it (Home Assistant allows one token per client name, so a
+    stale one of that name is deleted first).
+    """
+    with contextlib.suppress(OSError):
+        stored = token_file.read_text(encoding="utf-8").strip()
+        if stored and http_request("GET", f"{url}/api/", token=stored).status == 200:
+            return stored
+    for refresh in websocket_command(url, token, {"type": "auth/refresh_tokens"}):
+        if refresh.get("client_name") == SATELLITE_CLIENT_NAME:
+            websocket_command(
+                url,
+                token,
+                {
+                    "type": "auth/delete_refresh_token",
+                    "refresh_token_id": refresh["id"],
+                },
+            )
+    created = websocket_command(
+        url,
+        token,
+        {
+            "type": "auth/long_lived_access_token",
+            "client_name": SATELLITE_CLIENT_NAME,
+            "lifespan": SATELLITE_TOKEN_DAYS,
+        },
+    )
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(f"{created}\n")
+    return str(created)
+
+
+def satellite_command(instance: DevInstance) -> str:
+    """The command that runs one satellite turn loop against this instance."""
+    token_file = instance.satellite_token_file
+    with contextlib.suppress(ValueError):
+        token_file = token_file.relative_to(Path.cwd())
+    return (
+        f"scripts/satellite --url {instance.hass_url} --token-file {token_file}"
+        f" --pipeline {PIPELINE_NAME}"
+    )
+
+
 # --- the whole environment ----------------------------------------------------
 
 
@@ -654,6 +879,8 @@ class DevInstance:
     api_key: str
     token: str
     entry: dict[str, Any]
+    pipeline: dict[str, Any]
+    satellite_token_file: Path
     hass: subprocess.Popen[bytes]
     standin: subprocess.Popen[bytes]
     output: IO[str] | None
@@ -669,6 +896,7 @@ class DevInstance:
             timeout=HASS_START_TIMEOUT,
         )
         wait_until_running(self.hass_url, self.token, self.hass)
+        check_http_config(self.hass_url, self.token)
 
 
 @contextlib.contextmanager
@@ -709,6 +937,7 @@ def running_instance(
         )
         token = onboard_or_log_in(url)
         wait_until_running(url, token, hass)
+        check_http_config(url, token)
         api_key = DEFAULT_API_KEY
         wait_for_http(
             f"{models_url}/rhasspy/piper-voices/resolve/main/voices.json",
@@ -720,6 +949,9 @@ def running_instance(
             url, token, api_key=api_key, base_url=standin_url, models_url=models_url
         )
         remove_failed_onboarding_entries(url, token)
+        pipeline = ensure_tts_ai_pipeline(url, token)
+        satellite_token_file = config_dir / SATELLITE_TOKEN_FILE
+        ensure_satellite_token(url, token, satellite_token_file)
         instance = DevInstance(
             config_dir=config_dir,
             hass_url=url,
@@ -727,6 +959,8 @@ def running_instance(
             api_key=api_key,
             token=token,
             entry=entry,
+            pipeline=pipeline,
+            satellite_token_file=satellite_token_file,
             hass=hass,
             standin=standin,
             output=output,
@@ -780,6 +1014,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"  (login: {DEV_USERNAME} / {DEV_PASSWORD})\n"
                 f"TTS.ai stand-in: {dev.standin_url}  (key: {dev.api_key})\n"
                 f"TTS.ai entry: {dev.entry.get('title')} ({dev.entry.get('state')})\n"
+                f"Assist pipeline: {dev.pipeline['name']} (preferred)\n"
+                f"Satellite (Enter talks): {satellite_command(dev)}\n"
                 "Ctrl-C stops both.\n",
                 flush=True,
             )

@@ -139,6 +139,14 @@ VOICES = Endpoint("voices", "GET", "voices/", BodyKind.QUERY)
 RESULTS = Endpoint(
     "results", "GET", "results/{task_id}", BodyKind.QUERY, path_inferred=True
 )
+# Long-task ids go into the results path and the log. The contract shows only
+# "task_abc123"; the shape and length allowed here are inferred bounds, far above
+# any id the service gives, refusing anything that could change the path.
+TASK_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+TASK_ID_MAX_CHARS = 128
+# The webhook's task.completed call is a ~300-byte JSON object; anything much
+# larger is not one.
+WEBHOOK_MAX_BYTES = 16 * 1024
 
 ENDPOINTS: dict[str, Endpoint] = {
     endpoint.name: endpoint

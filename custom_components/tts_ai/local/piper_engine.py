@@ -50,7 +50,11 @@ MAX_PIECE_CHARS = 100
 # of at most this length: without punctuation there is no phrasing to keep,
 # and short pieces keep such text below a normal announcement's memory
 # (scripts/bench, the long-text figure).
-WORD_PIECE_MAX_CHARS = 60
+WORD_PIECE_MAX_CHARS = 50
+# ... and the first of them, when it starts the text, at most this long: a
+# normal text's first piece is a short sentence or clause, and a text without
+# punctuation should not be heard later than one.
+FIRST_WORD_PIECE_MAX_CHARS = 40
 # Clauses shorter than this are joined to a neighbour: a lone "Well," as its
 # own piece sounds choppy and saves no time.
 _MIN_CLAUSE_CHARS = 15
@@ -314,7 +318,7 @@ def split_for_streaming(text: str) -> list[str]:
             if len(clause) <= MAX_PIECE_CHARS:
                 pieces.append(clause)
             else:
-                pieces.extend(_split_words(clause))
+                pieces.extend(_split_words(clause, first=not pieces))
     return pieces
 
 
@@ -335,21 +339,29 @@ def split_clauses(sentence: str) -> list[str]:
     return pieces
 
 
-def _split_words(clause: str) -> list[str]:
+def _split_words(clause: str, *, first: bool) -> list[str]:
     """Cut an over-long clause between words into pieces of similar length.
 
-    Each piece is at most :data:`WORD_PIECE_MAX_CHARS` long; a word longer
-    than that is cut inside.
+    Each piece is at most :data:`WORD_PIECE_MAX_CHARS` long (the text's
+    ``first`` piece at most :data:`FIRST_WORD_PIECE_MAX_CHARS`); a word
+    longer than that is cut inside.
     """
     words = [
         word[start : start + WORD_PIECE_MAX_CHARS]
         for word in clause.split()
         for start in range(0, len(word), WORD_PIECE_MAX_CHARS)
     ]
-    # Aim at pieces of even length, so no short tail is spoken on its own.
-    count = -(-len(clause) // WORD_PIECE_MAX_CHARS)
-    target = -(-len(clause) // count) + 8
-    return _pack(words, min(WORD_PIECE_MAX_CHARS, target))
+    pieces: list[str] = []
+    if first:
+        pieces.append(_pack(words, FIRST_WORD_PIECE_MAX_CHARS)[0])
+        words = words[len(pieces[0].split()) :]
+    rest = " ".join(words)
+    if rest:
+        # Pieces of even length, so no short tail is spoken on its own.
+        count = -(-len(rest) // WORD_PIECE_MAX_CHARS)
+        target = -(-len(rest) // count) + 8
+        pieces.extend(_pack(words, min(WORD_PIECE_MAX_CHARS, target)))
+    return pieces
 
 
 def _pack(parts: list[str], limit: int) -> list[str]:

@@ -134,6 +134,7 @@ class _SeparationJob:
         task = self._task
         await asyncio.sleep(QUEUE_DELAY_SECONDS)
         task.status = TASK_PROCESSING
+        await self._state.tasks_running.wait()
         try:
             task.stems = await self._separate()
             task.status = TASK_COMPLETED

@@ -448,9 +448,18 @@ class StandinServer:
             self._pending_socket = sock
             self._reopening = asyncio.get_running_loop().create_task(self._serve(sock))
 
+    def hold_tasks(self) -> None:
+        """Keep separation tasks "processing" until :meth:`release_tasks`."""
+        self._state.tasks_running.clear()
+
+    def release_tasks(self) -> None:
+        """Let held separation tasks finish (and call their webhooks)."""
+        self._state.tasks_running.set()
+
     def reset(self) -> None:
         """Clear faults, recorded requests and rate windows; restore the accounts."""
         self.clear_faults()
+        self.release_tasks()
         self._state.requests.clear()
         self._state.webhook_deliveries.clear()
         self._state.limiter.reset_windows()

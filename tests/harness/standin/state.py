@@ -64,6 +64,12 @@ class Conversation:
     system_prompt: str | None = None
 
 
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class StandinState:
     """Everything the request handlers share."""
@@ -78,6 +84,8 @@ class StandinState:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     hanging: set[asyncio.Task[Any]] = field(default_factory=set)
     webhook_deliveries: list[dict[str, Any]] = field(default_factory=list)
+    # Separation jobs stay "processing" while this is clear (a task that never ends).
+    tasks_running: asyncio.Event = field(default_factory=_set_event)
 
 
 STATE_KEY: web.AppKey[StandinState] = web.AppKey("standin_state", StandinState)
