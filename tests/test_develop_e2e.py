@@ -328,7 +328,9 @@ def test_develop_second_run_skips_onboarding(
         with realhass.running_instance(
             config_dir, standin_port=standin_port, output=output
         ) as second:
-            onboarding = realhass.http_request("GET", f"{second.hass_url}/api/onboarding")
+            onboarding = realhass.http_request(
+                "GET", f"{second.hass_url}/api/onboarding"
+            )
             assert onboarding.status == 404  # HA drops the views once onboarded
             assert second.entry["entry_id"] == first_entry
             assert second.entry["state"] == "loaded"

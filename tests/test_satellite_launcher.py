@@ -83,11 +83,11 @@ def _checkout(tmp_path: Path, *, dev_token: bool) -> Path:
 
 
 def test_without_a_develop_instance_it_asks_for_an_address(
-    speech_wav: Path, tmp_path: Path
+    token_file: Path, speech_wav: Path, tmp_path: Path
 ) -> None:
     """No --url, no $HA_URL, no develop token: the package's usage error."""
     result = _satellite(
-        *("--token-file", str(speech_wav)),
+        *("--token-file", str(token_file)),
         *("--input", str(speech_wav), "--output", str(tmp_path / "reply.wav")),
         launcher=_checkout(tmp_path, dev_token=False),
         timeout=20,
