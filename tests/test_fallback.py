@@ -20,7 +20,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
-from tests.harness.model_server import ModelServer
+from tests.harness.model_server import FileFault, ModelServer
 from tests.harness.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
 
 from .conftest import make_entry
@@ -147,6 +147,54 @@ async def test_models_are_fetched_at_setup(
     assert (models / "piper" / "en_US-joe-medium" / "en_US-joe-medium.onnx").is_file()
     assert not list(models.rglob("*.part"))
     assert entry.runtime_data.local.piper.loaded_voices == ["en_US-joe-medium"]
+
+
+async def test_two_entries_on_one_models_folder_share_the_downloads(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    model_server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    """A cloud entry and a device-only entry set up together both get ready."""
+    hass.config.config_dir = str(tmp_path)
+    hass.config.language = "en"
+    hass.config.country = "US"
+    assert await async_setup_component(hass, "homeassistant", {})
+    # Slow answers, so both entries surely want the models at the same time.
+    model_server.add_fault("*joe-medium*", FileFault.SLOW, delay=0.3, times=None)
+    cloud = make_entry(
+        standin,
+        mode="cloud_first",
+        piper_voices_url=model_server.piper_base_url,
+        whisper_models_url=model_server.hf_base_url,
+        whisper_model="tiny.en",
+    )
+    device = MockConfigEntry(
+        domain="tts_ai",
+        title="TTS.ai (on device)",
+        unique_id="local_only",
+        data={},
+        options={
+            "mode": "local_only",
+            "local_engine": "built_in",
+            "piper_voices_url": model_server.piper_base_url,
+            "whisper_models_url": model_server.hf_base_url,
+            "whisper_model": "tiny.en",
+        },
+    )
+    cloud.add_to_hass(hass)
+    device.add_to_hass(hass)
+
+    # Loading the integration sets up both entries, their downloads at once.
+    assert await async_setup_component(hass, "tts_ai", {})
+    await asyncio.gather(wait_for_models(hass, cloud), wait_for_models(hass, device))
+
+    # One download per file, however many entries wanted it.
+    assert len(model_server.requests_for("*en_US-joe-medium.onnx")) == 1
+    assert len(model_server.requests_for("*tiny.en/resolve/main/model.bin")) == 1
+    assert not list((tmp_path / "tts_ai" / "models").rglob("*.part"))
+    for entry in (cloud, device):
+        assert entry.runtime_data.local.piper.loaded_voices == ["en_US-joe-medium"]
 
 
 CLOUD_FAULTS = [

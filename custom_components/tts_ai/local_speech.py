@@ -19,6 +19,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.event import async_call_later
 from homeassistant.requirements import RequirementsNotFound, async_process_requirements
+from homeassistant.util.hass_dict import HassKey
 
 from .catalogue import base_language
 from .const import (
@@ -48,6 +49,7 @@ from .local.model_manager import (
     PIPER_VOICES_URL,
     DownloadProgress,
     ModelDownloadError,
+    ModelFolder,
     ModelManager,
 )
 
@@ -56,6 +58,10 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
+# One ModelFolder per models folder for the whole HA instance.
+DATA_MODEL_FOLDERS: HassKey[dict[Path, ModelFolder]] = HassKey(
+    f"{DOMAIN}_model_folders"
+)
 # A failed model download is tried again after this long (the internet may be
 # back); until then the cloud serves alone.
 PREFETCH_RETRY_SECONDS = 900
@@ -129,11 +135,16 @@ class BuiltinSpeech(_Listeners):
         self.hass = hass
         self.entry = entry
         options = entry.options
+        root = Path(hass.config.path(LOCAL_MODELS_DIR))
         self.manager = ModelManager(
             async_get_clientsession(hass),
-            Path(hass.config.path(LOCAL_MODELS_DIR)),
+            root,
             piper_base_url=options.get(CONF_PIPER_VOICES_URL) or PIPER_VOICES_URL,
             hf_base_url=options.get(CONF_WHISPER_MODELS_URL) or HF_URL,
+            # Every entry of this HA instance shares the folder's downloads.
+            folder=hass.data.setdefault(DATA_MODEL_FOLDERS, {}).setdefault(
+                root, ModelFolder()
+            ),
         )
         self._wanted_voices: list[str] = list(options.get(CONF_LOCAL_VOICES) or [])
         self._whisper_name: str | None = options.get(CONF_WHISPER_MODEL)
