@@ -562,11 +562,13 @@ def configure_fallback(
         json_body={
             "mode": "cloud_first",
             "local_engine": "built_in",
-            "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
-            "whisper_models_url": models_url,
-            # What the model server has: the real Joe voice and Whisper tiny.en.
-            "local_voices": ["en_US-joe-medium"],
-            "whisper_model": "tiny.en",
+            "model_downloads": {
+                "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
+                "whisper_models_url": models_url,
+                # What the model server has: the real Joe voice and Whisper tiny.en.
+                "local_voices": ["en_US-joe-medium"],
+                "whisper_model": "tiny.en",
+            },
             "hedge_deadline": 1.5,
         },
     )

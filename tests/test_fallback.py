@@ -417,8 +417,12 @@ async def test_local_only_options_skip_the_cloud_step(
         result["flow_id"],
         {
             "local_engine": "built_in",
-            "local_voices": ["en_US-joe-medium"],
-            "whisper_model": "tiny.en",
+            "model_downloads": {
+                "piper_voices_url": model_server.piper_base_url,
+                "whisper_models_url": model_server.hf_base_url,
+                "local_voices": ["en_US-joe-medium"],
+                "whisper_model": "tiny.en",
+            },
         },
     )
     assert result["type"] == "create_entry"
