@@ -174,7 +174,7 @@ async def test_active_engine_is_known_from_the_start_and_after_a_restart(
         ],
     )
     assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
+    await wait_for_models(hass, entry)  # the set-up's loading done before unload
     assert hass.states.get(ACTIVE_ENGINE).state == "local"
     assert await hass.config_entries.async_unload(entry.entry_id)
 
