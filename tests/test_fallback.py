@@ -11,12 +11,15 @@ from typing import Any
 from unittest.mock import patch
 
 from homeassistant.components import media_source
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    mock_restore_cache_with_extra_data,
+)
 
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
@@ -195,6 +198,33 @@ async def test_two_entries_on_one_models_folder_share_the_downloads(
     assert not list((tmp_path / "tts_ai" / "models").rglob("*.part"))
     for entry in (cloud, device):
         assert entry.runtime_data.local.piper.loaded_voices == ["en_US-joe-medium"]
+
+
+async def test_active_engine_is_known_from_the_start_and_after_a_restart(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    model_server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    """A new entry shows where the next request goes; a restart keeps the last."""
+    entry = await setup_fallback_entry(hass, standin, model_server, tmp_path)
+    assert hass.states.get(ACTIVE_ENGINE).state == "cloud"  # not "unknown"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+
+    mock_restore_cache_with_extra_data(
+        hass,
+        [
+            (
+                State(ACTIVE_ENGINE, "local"),
+                {"native_value": "local", "native_unit_of_measurement": None},
+            )
+        ],
+    )
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for_models(hass, entry)  # the set-up's loading done before unload
+    assert hass.states.get(ACTIVE_ENGINE).state == "local"
+    assert await hass.config_entries.async_unload(entry.entry_id)
 
 
 CLOUD_FAULTS = [
@@ -465,8 +495,12 @@ async def test_local_only_options_skip_the_cloud_step(
         result["flow_id"],
         {
             "local_engine": "built_in",
-            "local_voices": ["en_US-joe-medium"],
-            "whisper_model": "tiny.en",
+            "model_downloads": {
+                "piper_voices_url": model_server.piper_base_url,
+                "whisper_models_url": model_server.hf_base_url,
+                "local_voices": ["en_US-joe-medium"],
+                "whisper_model": "tiny.en",
+            },
         },
     )
     assert result["type"] == "create_entry"

@@ -196,8 +196,10 @@ def _add_local_only_entry(url: str, token: str, piper_url: str, hf_url: str) -> 
         token=token,
         json_body={
             "local_engine": "built_in",
-            "piper_voices_url": piper_url,
-            "whisper_models_url": hf_url,
+            "model_downloads": {
+                "piper_voices_url": piper_url,
+                "whisper_models_url": hf_url,
+            },
         },
     )
     assert created.status == 200 and created.body["type"] == "create_entry", created
@@ -215,9 +217,11 @@ def _add_local_only_entry(url: str, token: str, piper_url: str, hf_url: str) -> 
         token=token,
         json_body={
             "local_engine": "built_in",
-            "piper_voices_url": piper_url,
-            "whisper_models_url": hf_url,
-            "whisper_model": "tiny.en",
+            "model_downloads": {
+                "piper_voices_url": piper_url,
+                "whisper_models_url": hf_url,
+                "whisper_model": "tiny.en",
+            },
         },
     )
     assert saved.status == 200 and saved.body["type"] == "create_entry", saved

@@ -243,16 +243,19 @@ async def test_options_reach_the_entity_without_restart(
     await hass.async_block_till_done()
 
     flow = await hass.config_entries.options.async_init(entry.entry_id)
+    chosen = {
+        "model": "piper",
+        "voice": "af_bella",
+        "language": "en",
+        "format": "wav",
+        "speed": 1.25,
+        "stt_model": "whisper",
+    }
+    # Another model: the form comes back with its voices; then one is chosen.
+    result = await hass.config_entries.options.async_configure(flow["flow_id"], chosen)
+    assert result["step_id"] == "init"
     result = await hass.config_entries.options.async_configure(
-        flow["flow_id"],
-        {
-            "model": "piper",
-            "voice": "en_US-joe-medium",
-            "language": "en",
-            "format": "wav",
-            "speed": 1.25,
-            "stt_model": "whisper",
-        },
+        flow["flow_id"], {**chosen, "voice": "en_US-joe-medium"}
     )
     result = await hass.config_entries.options.async_configure(
         flow["flow_id"], {"mode": "cloud_only", "local_engine": "built_in"}

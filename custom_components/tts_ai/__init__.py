@@ -14,6 +14,7 @@ from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
 from .account import async_delete_account_issues, async_track_account_issues
+from .action_fields import async_update_action_fields
 from .api import DEFAULT_BASE_URL, TtsAiClient
 from .cloned_voices import async_remove_recordings, async_track_recordings
 from .const import (
@@ -164,6 +165,15 @@ async def async_setup_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> boo
         await data.local.async_prepare()
     entry.runtime_data = data
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    if data.catalogue is not None:
+        # The action forms offer the catalogue's voices; listening also keeps
+        # the coordinator refreshing every CATALOGUE_REFRESH_HOURS.
+        entry.async_on_unload(
+            data.catalogue.async_add_listener(
+                lambda: hass.async_create_task(async_update_action_fields(hass))
+            )
+        )
+        await async_update_action_fields(hass, loading=entry)
     return True
 
 
@@ -172,6 +182,9 @@ async def async_unload_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> bo
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded and entry.runtime_data.local is not None:
         await entry.runtime_data.local.async_close()
+    if unloaded and entry.runtime_data.catalogue is not None:
+        # Its voices are offered no more.
+        await async_update_action_fields(hass, unloading=entry)
     return unloaded
 
 

@@ -107,6 +107,19 @@ def _int_range(bounds: tuple[int, int]) -> vol.All:
     return vol.All(vol.Coerce(int), vol.Range(*bounds))
 
 
+def _chime(value: Any) -> str:
+    """Accept the chime as text or as the action form's choice.
+
+    The form sends the built-in chime as "built_in" and a picked sound as
+    the media selector's value; automations written as text keep working.
+    """
+    if isinstance(value, Mapping):
+        if (choice := value.get("active_choice")) is not None:
+            return _chime(value.get(choice))
+        value = value.get(ATTR_MEDIA_CONTENT_ID)
+    return vol.All(cv.string, vol.Length(min=1))(value)
+
+
 SCHEMAS: dict[str, vol.Schema] = {
     SERVICE_TRANSCRIBE: vol.Schema(
         {
@@ -190,7 +203,7 @@ SCHEMAS: dict[str, vol.Schema] = {
             vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
             vol.Required(ATTR_MESSAGE): vol.All(cv.string, vol.Length(min=1)),
             vol.Required(ATTR_MEDIA_PLAYER_ENTITY_ID): cv.entity_ids,
-            vol.Optional(ATTR_CHIME): cv.string,
+            vol.Optional(ATTR_CHIME): _chime,
             vol.Optional(ATTR_VOLUME): vol.All(
                 vol.Coerce(float), vol.Range(min=0.0, max=1.0)
             ),
