@@ -110,8 +110,8 @@ def run_engines(
         True,
         f"{' '.join(requirements)} for cp{PYTHON_VERSION.replace('.', '')}"
         f" {PLATFORM}, one by one with HA's installer arguments and"
-        f" package_constraints.txt ({'cached' if installed.cached else 'installed'}"
-        f" in {took[0]:.0f} s)",
+        " package_constraints.txt, plus the platform and wheels only"
+        f" ({'cached' if installed.cached else 'installed'} in {took[0]:.0f} s)",
         f"wheels: {versions}",
     )
 
