@@ -87,7 +87,16 @@ def run_stages(args: argparse.Namespace, work: Path, deadline: float) -> list[St
                 flush=True,
             )
             stages.append(
-                engines.run_engines(args.cache_dir, work / "engines", piper_url, hf_url)
+                engines.run_engines(
+                    args.cache_dir,
+                    work / "engines",
+                    piper_url,
+                    hf_url,
+                    timeout=remaining(
+                        deadline,
+                        SATELLITE_RESERVE_SECONDS if args.only is None else 0.0,
+                    ),
+                )
             )
         if args.only in {None, "satellite"}:
             print("arm-check: starting Home Assistant (native)", flush=True)
