@@ -378,6 +378,33 @@ async def test_missing_packages_raise_a_repair_issue(
     assert hass.states.get(TTS_ENTITY) is not None
 
 
+async def test_packages_repair_goes_when_the_entry_turns_cloud_only(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Without an on-device engine, the missing-packages repair no longer applies."""
+    entry = make_entry(standin, mode="cloud_first")
+    entry.add_to_hass(hass)
+    with patch(
+        "custom_components.tts_ai.local_speech.missing_packages",
+        return_value=["onnxruntime"],
+    ):
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        issue_id = f"local_packages_{entry.entry_id}"
+        assert issue_registry.async_get_issue("tts_ai", issue_id) is not None
+
+        hass.config_entries.async_update_entry(
+            entry, options={**entry.options, "mode": "cloud_only"}
+        )
+        assert await hass.config_entries.async_reload(entry.entry_id)
+        await hass.async_block_till_done()
+
+    assert issue_registry.async_get_issue("tts_ai", issue_id) is None
+    assert hass.states.get(TTS_ENTITY) is not None
+
+
 async def test_another_engine_speaks_and_listens_in_the_clouds_place(
     hass: HomeAssistant,
     hass_client,

@@ -27,7 +27,7 @@ from .const import (
 )
 from .coordinator import CatalogueCoordinator, catalogue_store
 from .fallback import DEFAULT_HEDGE_DEADLINE, FallbackPolicy, Mode
-from .local_speech import LocalSpeech, create_local_speech
+from .local_speech import LocalSpeech, create_local_speech, packages_issue_id
 from .services import async_setup_services
 from .tasks import async_remove_tasks, async_setup_tasks
 
@@ -163,6 +163,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> boo
     if mode is not Mode.CLOUD_ONLY:
         data.local = create_local_speech(hass, entry)
         await data.local.async_prepare()
+    else:  # no on-device engine: its missing-packages repair no longer applies
+        ir.async_delete_issue(hass, DOMAIN, packages_issue_id(entry.entry_id))
     entry.runtime_data = data
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     if data.catalogue is not None:
@@ -194,7 +196,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> No
     await Store(
         hass, STATE_STORAGE_VERSION, f"{DOMAIN}.state.{entry.entry_id}"
     ).async_remove()
-    ir.async_delete_issue(hass, DOMAIN, f"local_packages_{entry.entry_id}")
+    ir.async_delete_issue(hass, DOMAIN, packages_issue_id(entry.entry_id))
     async_delete_account_issues(hass, entry.entry_id)
     await async_remove_recordings(hass, entry.entry_id)
     await async_remove_tasks(hass, entry.entry_id)

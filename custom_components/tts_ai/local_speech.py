@@ -81,6 +81,11 @@ class ModelStatus:
     ALL = (NOT_NEEDED, DOWNLOADING, READY, FAILED, UNAVAILABLE)
 
 
+def packages_issue_id(entry_id: str) -> str:
+    """Return the id of an entry's repair issue for the built-in engine's packages."""
+    return f"local_packages_{entry_id}"
+
+
 def _not_ready(reason: str) -> HomeAssistantError:
     return HomeAssistantError(
         translation_domain=DOMAIN,
@@ -159,7 +164,7 @@ class BuiltinSpeech(_Listeners):
     @property
     def issue_id(self) -> str:
         """Return the id of this entry's repair issue for missing packages."""
-        return f"local_packages_{self.entry.entry_id}"
+        return packages_issue_id(self.entry.entry_id)
 
     async def async_prepare(self) -> None:
         """Install the engines' packages and start fetching the models."""
@@ -324,11 +329,17 @@ class EntitySpeech(_Listeners):
         """Remember which entities to use."""
         super().__init__()
         self.hass = hass
+        self.entry = entry
         self.tts_entity: str | None = entry.options.get(CONF_LOCAL_TTS_ENTITY)
         self.stt_entity: str | None = entry.options.get(CONF_LOCAL_STT_ENTITY)
 
     async def async_prepare(self) -> None:
-        """Nothing to prepare: the other integration owns its engine."""
+        """Nothing to install: the other integration owns its engine.
+
+        The built-in engine's missing-packages repair is void now: it told
+        the user to choose another engine, which they just did.
+        """
+        ir.async_delete_issue(self.hass, DOMAIN, packages_issue_id(self.entry.entry_id))
 
     def voices(self) -> list[tts.Voice]:
         """Voices are the other engine's own."""
