@@ -411,10 +411,13 @@ async def test_without_engine_packages_the_repair_leads_to_wyoming(
             options["flow_id"], {}
         )
         assert options["step_id"] == "fallback", options
+        options = await hass.config_entries.options.async_configure(
+            options["flow_id"], {"local_engine": "entity"}
+        )
+        assert options["step_id"] == "local_entities", options  # asked only now
         saved = await hass.config_entries.options.async_configure(
             options["flow_id"],
             {
-                "local_engine": "entity",
                 "local_tts_entity": wyoming_entities.tts,
                 "local_stt_entity": wyoming_entities.stt,
             },
