@@ -107,6 +107,7 @@ async def test_create_speak_reconfigure_remove(
     media_ready: None,
     config_entry: MockConfigEntry,
     standin: StandinServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A voice from the media folder is stored, listed, spoken, replaced, removed."""
     write_tone(media_dir / "grandma.wav", 12.0)
@@ -194,10 +195,12 @@ async def test_create_speak_reconfigure_remove(
     )
     assert clone_requests[1].form["model"] == "cosyvoice2"
 
-    # Removal deletes the recording and the voice.
+    # Removal deletes the recording and the voice, without an error on the way.
+    caplog.clear()
     assert hass.config_entries.async_remove_subentry(config_entry, subentry_id)
     await hass.async_block_till_done()
     assert stored_files(hass, config_entry) == []
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
     stream = tts.async_create_stream(
         hass, TTS_ENTITY, "en", {"voice": f"clone:{subentry_id}"}
     )

@@ -7,7 +7,7 @@ import logging
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import config_validation as cv, issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.storage import Store
@@ -170,11 +170,11 @@ async def async_setup_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> boo
     if data.catalogue is not None:
         # The action forms offer the catalogue's voices; listening also keeps
         # the coordinator refreshing every CATALOGUE_REFRESH_HOURS.
-        entry.async_on_unload(
-            data.catalogue.async_add_listener(
-                lambda: hass.async_create_task(async_update_action_fields(hass))
-            )
-        )
+        @callback
+        def catalogue_refreshed() -> None:
+            hass.async_create_task(async_update_action_fields(hass))
+
+        entry.async_on_unload(data.catalogue.async_add_listener(catalogue_refreshed))
         await async_update_action_fields(hass, loading=entry)
     return True
 

@@ -109,10 +109,13 @@ async def async_update_action_fields(
     ``loading``: an entry being set up (not yet counted as loaded);
     ``unloading``: one being unloaded (still counted as loaded).
     """
-    if (described := hass.data.get(_SERVICES_YAML)) is None:
+    described = hass.data.get(_SERVICES_YAML)
+    if described is None:
         path = Path(__file__).parent / "services.yaml"
-        described = await hass.async_add_executor_job(load_yaml_dict, str(path))
-        hass.data[_SERVICES_YAML] = described
+        loaded: dict[str, Any] = await hass.async_add_executor_job(
+            load_yaml_dict, str(path)
+        )
+        hass.data[_SERVICES_YAML] = described = loaded
     voices, clones, models = _catalogue_options(hass, loading, unloading)
     changed: dict[str, dict[str, Any]] = {}
     for (service, field), options in [

@@ -38,9 +38,9 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
-import voluptuous as vol
+import probatio
 
-from . import TtsAiConfigEntry, create_client
+from . import TtsAiConfigEntry, TtsAiData, create_client
 from .api import (
     DEFAULT_BASE_URL,
     SPEED_RANGE,
@@ -123,12 +123,12 @@ def key_fingerprint(api_key: str) -> str:
 
 def _credentials_schema(
     defaults: Mapping[str, Any], *, key_required: bool = True
-) -> vol.Schema:
-    key_field = vol.Required if key_required else vol.Optional
-    return vol.Schema(
+) -> probatio.Schema:
+    key_field = probatio.Required if key_required else probatio.Optional
+    return probatio.Schema(
         {
             key_field(CONF_API_KEY): _KEY_SELECTOR,
-            vol.Optional(
+            probatio.Optional(
                 CONF_BASE_URL,
                 default=defaults.get(CONF_BASE_URL, DEFAULT_BASE_URL),
             ): _URL_SELECTOR,
@@ -136,7 +136,7 @@ def _credentials_schema(
     )
 
 
-def _cloud_schema() -> vol.Schema:
+def _cloud_schema() -> probatio.Schema:
     """Return the key and URL fields, and (collapsed) where models come from.
 
     The models are fetched as soon as the entry is set up, i.e. right after
@@ -144,12 +144,14 @@ def _cloud_schema() -> vol.Schema:
     """
     return _credentials_schema({}).extend(
         {
-            vol.Optional(MODEL_DOWNLOADS_SECTION): section(
-                vol.Schema(
+            probatio.Optional(MODEL_DOWNLOADS_SECTION): section(
+                probatio.Schema(
                     {
-                        vol.Optional(
+                        probatio.Optional(
                             field,
-                            default=MODEL_DOWNLOAD_DEFAULTS.get(field, vol.UNDEFINED),
+                            default=MODEL_DOWNLOAD_DEFAULTS.get(
+                                field, probatio.UNDEFINED
+                            ),
                         ): selector
                         for field, selector in _model_download_fields().items()
                     }
@@ -326,7 +328,7 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
         schema = (
             _credentials_schema(entry.data, key_required=False)
             if with_url
-            else vol.Schema({vol.Required(CONF_API_KEY): _KEY_SELECTOR})
+            else probatio.Schema({probatio.Required(CONF_API_KEY): _KEY_SELECTOR})
         )
         return self.async_show_form(
             step_id=step_id,
@@ -370,7 +372,7 @@ def _select(
     return SelectSelector(config)
 
 
-def _options_schema(catalogue: Catalogue, model_id: str) -> vol.Schema:
+def _options_schema(catalogue: Catalogue, model_id: str) -> probatio.Schema:
     """Return the cloud settings; voices and languages are the model's own.
 
     A form cannot change as a field is edited: after another model is chosen,
@@ -385,29 +387,29 @@ def _options_schema(catalogue: Catalogue, model_id: str) -> vol.Schema:
         SelectOptionDict(value=m.id, label=m.name) for m in catalogue.stt_models
     ] or [SelectOptionDict(value=DEFAULT_STT_MODEL, label=DEFAULT_STT_MODEL)]
     languages = (model.languages if model else None) or catalogue.tts_languages
-    return vol.Schema(
+    return probatio.Schema(
         {
-            vol.Required(CONF_MODEL, default=DEFAULT_MODEL): _select(tts_models),
-            vol.Required(CONF_VOICE, default=DEFAULT_VOICE): _select(
+            probatio.Required(CONF_MODEL, default=DEFAULT_MODEL): _select(tts_models),
+            probatio.Required(CONF_VOICE, default=DEFAULT_VOICE): _select(
                 _voice_options(catalogue, model_id)
             ),
-            vol.Required(CONF_LANGUAGE, default=DEFAULT_LANGUAGE): LanguageSelector(
-                LanguageSelectorConfig(languages=sorted(languages))
-            ),
-            vol.Required(CONF_FORMAT, default=DEFAULT_FORMAT): _select(
+            probatio.Required(
+                CONF_LANGUAGE, default=DEFAULT_LANGUAGE
+            ): LanguageSelector(LanguageSelectorConfig(languages=sorted(languages))),
+            probatio.Required(CONF_FORMAT, default=DEFAULT_FORMAT): _select(
                 [SelectOptionDict(value=f, label=f) for f in TTS_FORMATS],
                 translation_key=CONF_FORMAT,
             ),
-            vol.Required(CONF_SPEED, default=DEFAULT_SPEED): NumberSelector(
+            probatio.Required(CONF_SPEED, default=DEFAULT_SPEED): NumberSelector(
                 NumberSelectorConfig(
                     min=low, max=high, step=0.05, mode=NumberSelectorMode.SLIDER
                 )
             ),
-            vol.Required(CONF_STT_MODEL, default=DEFAULT_STT_MODEL): _select(
+            probatio.Required(CONF_STT_MODEL, default=DEFAULT_STT_MODEL): _select(
                 stt_models
             ),
             # For the voice-chat agent; it answers with the voice and model above.
-            vol.Optional(CONF_SYSTEM_PROMPT): TextSelector(
+            probatio.Optional(CONF_SYSTEM_PROMPT): TextSelector(
                 TextSelectorConfig(multiline=True)
             ),
         }
@@ -497,7 +499,7 @@ class TtsAiOptionsFlow(OptionsFlowWithReload):
         fields: dict[Any, Any] = {}
         if cloud:
             fields[
-                vol.Required(
+                probatio.Required(
                     CONF_MODE, default=entry.options.get(CONF_MODE, Mode.CLOUD_FIRST)
                 )
             ] = _select(
@@ -505,7 +507,7 @@ class TtsAiOptionsFlow(OptionsFlowWithReload):
                 translation_key=CONF_MODE,
             )
             fields[
-                vol.Required(
+                probatio.Required(
                     CONF_HEDGE_DEADLINE,
                     default=entry.options.get(
                         CONF_HEDGE_DEADLINE, DEFAULT_HEDGE_DEADLINE
@@ -520,7 +522,9 @@ class TtsAiOptionsFlow(OptionsFlowWithReload):
                     mode=NumberSelectorMode.SLIDER,
                 )
             )
-        schema = vol.Schema(fields).extend(_local_engine_schema(entry.options).schema)
+        schema = probatio.Schema(fields).extend(
+            _local_engine_schema(entry.options).schema
+        )
         return self.async_show_form(
             step_id="fallback",
             data_schema=self.add_suggested_values_to_schema(
@@ -580,23 +584,25 @@ def _model_download_options(user_input: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _local_engine_schema(options: Mapping[str, Any]) -> vol.Schema:
+def _local_engine_schema(options: Mapping[str, Any]) -> probatio.Schema:
     """Return the engine choice and, collapsed, where its models come from."""
-    return vol.Schema(
+    return probatio.Schema(
         {
-            vol.Required(
+            probatio.Required(
                 CONF_LOCAL_ENGINE,
                 default=options.get(CONF_LOCAL_ENGINE, LOCAL_ENGINE_BUILT_IN),
             ): _select(
                 [SelectOptionDict(value=e, label=e) for e in LOCAL_ENGINES],
                 translation_key=CONF_LOCAL_ENGINE,
             ),
-            vol.Optional(MODEL_DOWNLOADS_SECTION): section(
-                vol.Schema(
+            probatio.Optional(MODEL_DOWNLOADS_SECTION): section(
+                probatio.Schema(
                     {
-                        vol.Optional(
+                        probatio.Optional(
                             field,
-                            default=MODEL_DOWNLOAD_DEFAULTS.get(field, vol.UNDEFINED),
+                            default=MODEL_DOWNLOAD_DEFAULTS.get(
+                                field, probatio.UNDEFINED
+                            ),
                         ): selector
                         for field, selector in _model_download_fields().items()
                     }
@@ -607,19 +613,19 @@ def _local_engine_schema(options: Mapping[str, Any]) -> vol.Schema:
     )
 
 
-def _local_entities_schema(hass: HomeAssistant) -> vol.Schema:
+def _local_entities_schema(hass: HomeAssistant) -> probatio.Schema:
     """Return the pickers of "another engine": any TTS or STT entity but ours."""
     own_entities = sorted(
         entity.entity_id
         for entity in er.async_get(hass).entities.values()
         if entity.platform == DOMAIN
     )
-    return vol.Schema(
+    return probatio.Schema(
         {
-            vol.Optional(CONF_LOCAL_TTS_ENTITY): EntitySelector(
+            probatio.Optional(CONF_LOCAL_TTS_ENTITY): EntitySelector(
                 EntitySelectorConfig(domain="tts", exclude_entities=own_entities)
             ),
-            vol.Optional(CONF_LOCAL_STT_ENTITY): EntitySelector(
+            probatio.Optional(CONF_LOCAL_STT_ENTITY): EntitySelector(
                 EntitySelectorConfig(domain="stt", exclude_entities=own_entities)
             ),
         }
@@ -746,13 +752,16 @@ class ClonedVoiceSubentryFlow(ConfigSubentryFlow):
         )
 
     def _catalogue(self) -> Catalogue | None:
-        runtime_data = getattr(self._get_entry(), "runtime_data", None)
+        # An entry that is not loaded has no runtime data at all.
+        runtime_data: TtsAiData | None = getattr(
+            self._get_entry(), "runtime_data", None
+        )
         if runtime_data is None or runtime_data.catalogue is None:
             return None
         return runtime_data.catalogue.data
 
 
-def _voice_schema(catalogue: Catalogue | None) -> vol.Schema:
+def _voice_schema(catalogue: Catalogue | None) -> probatio.Schema:
     """Return the cloned-voice form; names and languages come from the catalogue."""
     models = [
         SelectOptionDict(
@@ -762,18 +771,18 @@ def _voice_schema(catalogue: Catalogue | None) -> vol.Schema:
         for m in CLONE_MODELS
     ]
     languages = catalogue.tts_languages if catalogue else []
-    return vol.Schema(
+    return probatio.Schema(
         {
-            vol.Required(CONF_NAME): TextSelector(),
-            vol.Optional(CONF_RECORDING_UPLOAD): FileSelector(
+            probatio.Required(CONF_NAME): TextSelector(),
+            probatio.Optional(CONF_RECORDING_UPLOAD): FileSelector(
                 FileSelectorConfig(accept="audio/*")
             ),
-            vol.Optional(CONF_RECORDING_SOURCE): TextSelector(),
-            vol.Required(CONF_CLONE_MODEL, default=DEFAULT_CLONE_MODEL): _select(
+            probatio.Optional(CONF_RECORDING_SOURCE): TextSelector(),
+            probatio.Required(CONF_CLONE_MODEL, default=DEFAULT_CLONE_MODEL): _select(
                 models
             ),
             # Without a catalogue every language is offered; the model decides.
-            vol.Required(
+            probatio.Required(
                 CONF_CLONE_LANGUAGE, default=DEFAULT_LANGUAGE
             ): LanguageSelector(
                 LanguageSelectorConfig(languages=languages)

@@ -58,7 +58,10 @@ class CatalogueCoordinator(DataUpdateCoordinator[Catalogue]):
                 else "forbidden",
             ) from err
         except TtsAiError as err:
-            if self.data is None and (stored := await self._store.async_load()):
+            # HA types `data` as the catalogue, but it is None until the first
+            # refresh succeeds.
+            current: Catalogue | None = self.data
+            if current is None and (stored := await self._store.async_load()):
                 # Start-up without the cloud: speak and list voices from the last
                 # catalogue we saw; the next refresh replaces it.
                 _LOGGER.warning(
