@@ -274,8 +274,9 @@ async def async_track_recordings(
         unused = set(known.values()) - set(current.values())
         known = current
         if unused:
-            # A task wants a coroutine: an executor future would be refused.
-            hass.async_create_background_task(
+            # A task wants a coroutine (an executor future is refused); a
+            # tracked one, so Home Assistant waits for it like any short job.
+            hass.async_create_task(
                 _async_delete_files(hass, folder, unused),
                 f"tts_ai delete recordings of {entry.entry_id}",
             )
