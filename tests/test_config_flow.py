@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import replace
 import json
 from pathlib import Path
 from unittest.mock import AsyncMock, patch
@@ -14,6 +15,7 @@ from homeassistant.data_entry_flow import FlowResultType, UnknownFlow
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.tts_ai.catalogue import Catalogue
 from custom_components.tts_ai.config_flow import key_fingerprint
 from custom_components.tts_ai.const import CONF_BASE_URL, DOMAIN
 from tests.harness.standin import DEFAULT_API_KEY, Fault, StandinServer
@@ -345,6 +347,107 @@ async def test_options_flow_validates_combinations(
     assert config_entry.options["voice"] == "en_US-joe-medium"
     assert config_entry.options["hedge_deadline"] == 1.0
     assert config_entry.state is ConfigEntryState.LOADED
+
+
+OPTIONS = {
+    "model": "kokoro",
+    "voice": "af_bella",
+    "language": "en",
+    "format": "mp3",
+    "speed": 1.0,
+    "stt_model": "whisper",
+}
+
+
+def _without(catalogue: Catalogue, vanished: str) -> Catalogue:
+    """The catalogue after a refresh that took one thing away."""
+    if vanished == "voice":
+        return replace(
+            catalogue, voices=tuple(v for v in catalogue.voices if v.id != "af_bella")
+        )
+    if vanished == "model":
+        return replace(
+            catalogue, models=tuple(m for m in catalogue.models if m.id != "kokoro")
+        )
+    return replace(
+        catalogue,
+        models=tuple(
+            replace(m, languages=[lang for lang in m.languages if lang != "en"])
+            if m.id == "kokoro"
+            else m
+            for m in catalogue.models
+        ),
+    )
+
+
+def suggested_values(result: dict) -> dict[str, object]:
+    return {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+
+
+@pytest.mark.parametrize(
+    ("vanished", "errors"),
+    [
+        ("voice", {"voice": "unknown_voice"}),
+        ("model", {"model": "unknown_model"}),
+        ("language", {"language": "language_not_supported"}),
+    ],
+)
+async def test_options_after_the_catalogue_changed_under_the_open_form(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    vanished: str,
+    errors: dict[str, str],
+) -> None:
+    """A refresh while the form is open: what was offered may be gone; say what."""
+    result = await hass.config_entries.options.async_init(config_entry.entry_id)
+    coordinator = config_entry.runtime_data.catalogue
+    coordinator.async_set_updated_data(_without(coordinator.data, vanished))
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], OPTIONS
+    )
+
+    assert result["step_id"] == "init"
+    assert result["errors"] == errors
+    suggested = suggested_values(result)
+    if vanished == "voice":
+        # Another of the model's voices is suggested in its place.
+        assert suggested["voice"] != "af_bella"
+        assert coordinator.data.voice(suggested["voice"]).model == "kokoro"
+    elif vanished == "model":
+        # Nothing of a model that is gone to suggest: the entries stay.
+        assert suggested["voice"] == "af_bella"
+    else:
+        assert suggested["language"] == "ja"
+    assert config_entry.options.get("voice") is None
+
+
+async def test_options_take_any_language_for_a_model_that_lists_none(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    """A model without a language list is offered every language, and takes one."""
+    coordinator = config_entry.runtime_data.catalogue
+    catalogue = coordinator.data
+    coordinator.async_set_updated_data(
+        replace(
+            catalogue,
+            models=tuple(
+                replace(m, languages=[]) if m.id == "kokoro" else m
+                for m in catalogue.models
+            ),
+        )
+    )
+    result = await hass.config_entries.options.async_init(config_entry.entry_id)
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**OPTIONS, "language": "de"}
+    )
+
+    assert result["step_id"] == "fallback"
 
 
 async def test_fallback_step_puts_the_mode_first_and_mirrors_away(

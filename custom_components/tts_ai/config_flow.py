@@ -634,13 +634,18 @@ def _local_entities_schema(hass: HomeAssistant) -> probatio.Schema:
 
 def _check_options(catalogue: Catalogue, options: Mapping[str, Any]) -> dict[str, str]:
     """Return form errors for options that do not fit together."""
+    # The form offered only what the catalogue had when it was shown; a
+    # refresh since then may have taken the model or voice away.
     model = catalogue.model(options[CONF_MODEL])
+    if model is None:
+        return {CONF_MODEL: "unknown_model"}
     voice = catalogue.voice(options[CONF_VOICE])
     if voice is None:
         return {CONF_VOICE: "unknown_voice"}
     if voice.model != options[CONF_MODEL]:
         return {CONF_VOICE: "voice_model_mismatch"}
-    if model is not None and options[CONF_LANGUAGE] not in model.languages:
+    # A model that lists no languages is offered every language, so any fits.
+    if model.languages and options[CONF_LANGUAGE] not in model.languages:
         return {CONF_LANGUAGE: "language_not_supported"}
     return {}
 
