@@ -47,7 +47,7 @@ def parse_reset(raw: str | None, *, now: datetime | None = None) -> datetime | N
     than ``MAX_RETRY_AFTER_SECONDS`` after it.
     """
     now = now or datetime.now(UTC)
-    number = _finite(raw)
+    number = _wait_number(raw)
     if number is not None:
         if number >= _EPOCH_MILLISECONDS_FROM:
             seconds = number / 1000 - now.timestamp()
@@ -64,7 +64,7 @@ def parse_reset(raw: str | None, *, now: datetime | None = None) -> datetime | N
 
 def parse_retry_after(raw: str | None, *, now: datetime | None = None) -> float | None:
     """Turn a ``Retry-After`` value (seconds or HTTP date) into capped seconds."""
-    number = _finite(raw)
+    number = _wait_number(raw)
     if number is not None:
         return _clamp_wait(number)
     moment = _parse_timestamp(raw)
@@ -77,6 +77,17 @@ def parse_retry_after(raw: str | None, *, now: datetime | None = None) -> float 
 def _clamp_wait(seconds: float) -> float:
     """Keep a wait between now and the longest believable one."""
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _wait_number(raw: str | None) -> float | None:
+    """Parse a number of a wait; ``inf`` is "very long" (capped later), nan None."""
+    if raw is None or len(raw) > _MAX_HEADER_CHARS:
+        return None
+    try:
+        number = float(raw.strip())
+    except ValueError:
+        return None
+    return None if math.isnan(number) else number
 
 
 def _finite(raw: str | None) -> float | None:

@@ -70,7 +70,7 @@ class Voice:
             model=_optional_str(data.get("model")),
             language=_optional_str(data.get("language")),
             gender=_optional_str(data.get("gender")),
-            preview_url=_optional_str(data.get("preview_url")),
+            preview_url=_optional_url(data.get("preview_url")),
         )
 
 
@@ -231,7 +231,7 @@ class Translation:
             translated_text=_str(data.get("translated_text", "")),
             source_language=_optional_str(data.get("source_language")),
             target_language=_optional_str(data.get("target_language")),
-            audio_url=_optional_str(data.get("audio_url")),
+            audio_url=_optional_url(data.get("audio_url")),
             credits_used=_optional_float(data.get("credits_used")),
         )
 
@@ -277,7 +277,7 @@ class VoiceChatReply:
             conversation_id=_optional_str(data.get("conversation_id")),
             user_text=_str(data.get("user_text", "")),
             ai_text=_str(data.get("ai_text", "")),
-            audio_url=_optional_str(data.get("audio_url")),
+            audio_url=_optional_url(data.get("audio_url")),
             credits_used=_optional_float(data.get("credits_used")),
         )
 
@@ -308,7 +308,7 @@ class TaskStatus:
         return cls(
             task_id=_str(data["task_id"]),
             status=_str(data.get("status", "unknown")),
-            result_url=_optional_str(data.get("result_url")),
+            result_url=_optional_url(data.get("result_url")),
             urls=_collect_urls(data),
             credits_used=_optional_float(data.get("credits_used")),
             result=dict(data),
@@ -378,6 +378,15 @@ def _str(value: Any) -> str:
 def _optional_str(value: Any) -> str | None:
     """Return ``value`` as a string, keeping None."""
     return None if value is None else _str(value)
+
+
+def _optional_url(value: Any) -> str | None:
+    """Return a URL field: a string or None; anything else is TypeError."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected a URL, got {type(value).__name__}")
+    return value
 
 
 def _list(value: Any) -> list[Any]:
