@@ -287,20 +287,26 @@ def huge(
 
 
 @functools.cache
-def _gzip_of_zeros(inflated: int) -> bytes:
-    """A gzip member that inflates to ``inflated`` zero bytes (~1/1000 the size)."""
+def _gzip_of_zeros(inflated: int, prefix: bytes = b"") -> bytes:
+    """A gzip member inflating to ``prefix`` + zeros (~1/1000 the size)."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
     zeros = bytes(MB)
-    parts = [compressor.compress(zeros) for _ in range(inflated // MB)]
+    parts = [compressor.compress(prefix)]
+    parts += [compressor.compress(zeros) for _ in range(inflated // MB)]
     parts.append(compressor.flush())
     return b"".join(parts)
 
 
-def gzip_bomb(inflated: int = 512 * MB, *, content_type: str = "audio/wav") -> Tamper:
-    """Answer a small gzip body (Content-Encoding: gzip) that inflates hugely."""
+def gzip_bomb(
+    inflated: int = 512 * MB, *, content_type: str = "audio/wav", prefix: bytes = b""
+) -> Tamper:
+    """Answer a small gzip body (Content-Encoding: gzip) that inflates hugely.
+
+    ``prefix`` starts the inflated body (say, an MP3 tag, so it looks like audio).
+    """
 
     async def tamper(request: web.Request, upstream: Upstream) -> web.StreamResponse:
-        body = await asyncio.to_thread(_gzip_of_zeros, inflated)
+        body = await asyncio.to_thread(_gzip_of_zeros, inflated, prefix)
         sent = _cloud(request).record(request)
         response = web.StreamResponse(status=200)
         response.content_type = content_type

@@ -275,8 +275,11 @@ async def test_gzip_bomb_is_refused_while_inflating(
 async def test_gzip_bomb_stream_is_refused(
     client: TtsAiClient, cloud: HostileCloud
 ) -> None:
-    """A streamed answer counts inflated bytes too."""
-    cloud.tamper("tts/", gzip_bomb(512 * MB, content_type="audio/mpeg"))
+    """A streamed answer that looks like MP3 counts inflated bytes too."""
+    cloud.tamper(
+        "tts/",
+        gzip_bomb(512 * MB, content_type="audio/mpeg", prefix=b"ID3\x04" + bytes(6)),
+    )
     received = 0
     with pytest.raises(ResponseTooLargeError):
         async for chunk in client.tts_stream(
@@ -311,6 +314,21 @@ async def test_huge_error_body_is_not_read_whole(
     with pytest.raises(InternalServerError):
         await client.list_models()
     assert not cloud.sent[-1].finished
+
+
+async def test_stream_that_is_not_audio_fails_before_its_first_chunk(
+    client: TtsAiClient, cloud: HostileCloud
+) -> None:
+    """An HTML page or zeros labelled audio/mpeg never reach the player."""
+    for body in (b"<html>502</html>", bytes(4096)):
+        cloud.tamper("tts/", raw_body(body, "audio/mpeg"), times=1)
+        received: list[bytes] = []
+        with pytest.raises(InvalidResponseError):
+            async for chunk in client.tts_stream(
+                GREETING, model="piper", voice="en_US-joe-medium"
+            ):
+                received.append(chunk)
+        assert received == []
 
 
 # --- Time -------------------------------------------------------------------------

@@ -56,6 +56,16 @@ _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A result URL longer than this, or with control characters, is not one.
 _MAX_URL_CHARS = 2048
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# How each format's file begins. A body that does not is not that audio
+# (an HTML error page, an SVG, zeros from a broken proxy), and must not be
+# played or stored as if it were. Formats not listed are not checked.
+_AUDIO_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "mp3": (b"ID3", b"\xff\xe0", b"\xff\xf0"),  # tag, or a frame sync (masked)
+    "wav": (b"RIFF",),
+    "ogg": (b"OggS",),
+    "flac": (b"fLaC",),
+}
+_MAGIC_BYTES = 4
 # What a malformed answer raises while it is decoded: all mean "unreadable".
 _DECODE_ERRORS = (
     ValueError,
@@ -244,7 +254,7 @@ class TtsAiClient:
             body = json_fields(
                 {**fields, "text": chunk, "format": format, "stream": True}
             )
-            pieces = self._stream(self._request(ep.TTS, json=body))
+            pieces = self._stream(self._request(ep.TTS, json=body), format)
             if index and format == "mp3":
                 pieces = _without_id3v2(pieces)
             async with aclosing(pieces):
@@ -701,7 +711,7 @@ class TtsAiClient:
         fmt = ep.FORMAT_BY_CONTENT_TYPE.get(content_type)
         if (
             fmt is None
-            and content_type in ("", "application/octet-stream")
+            and content_type in ("", ep.OCTET_STREAM)
             and expected_format in ep.CONTENT_TYPES
         ):
             fmt = expected_format
@@ -710,6 +720,7 @@ class TtsAiClient:
                 f"expected audio but got {content_type[:100] or 'no content type'} "
                 f"({len(response.body)} bytes)"
             )
+        self._check_magic(fmt, response.body)
         return AudioResult(
             data=response.body,
             format=fmt,
@@ -717,20 +728,52 @@ class TtsAiClient:
             credits_used=header_float(response.headers, ep.HEADER_CREDITS_USED),
         )
 
-    async def _stream(self, request: ApiRequest) -> AsyncIterator[bytes]:
-        """Yield the body of ``request``'s response as it arrives."""
+    async def _stream(self, request: ApiRequest, fmt: str) -> AsyncIterator[bytes]:
+        """Yield the body of ``request``'s response as it arrives.
+
+        Nothing is yielded until the answer shows it is ``fmt`` audio (its
+        Content-Type and first bytes): once a chunk is out it is played, so
+        an answer that is not audio must fail before, while the device can
+        still take the whole sentence.
+        """
         async with self._transport.open(request) as response:
+            content_type = ApiResponse(
+                response.status, response.headers, b""
+            ).content_type
+            declared = ep.FORMAT_BY_CONTENT_TYPE.get(content_type)
+            if declared is None and content_type not in ("", ep.OCTET_STREAM):
+                raise self._invalid(
+                    f"expected a {fmt} stream but got {content_type[:100]}"
+                )
+            kind = declared or fmt
+            head = b""
+            checked = False
             # The first byte has its own deadline: headers may come at once
             # while synthesis has not produced any audio yet.
             async for chunk in self._transport.body(
                 response, request, first_byte_timeout=self._first_byte_deadline
             ):
-                yield chunk
+                if checked:
+                    yield chunk
+                    continue
+                head += chunk
+                if len(head) >= _MAGIC_BYTES:
+                    self._check_magic(kind, head)
+                    checked = True
+                    yield head
+            if head and not checked:
+                self._check_magic(kind, head)
+                yield head
 
     @property
     def _first_byte_deadline(self) -> float:
         """Seconds allowed for a stream's first audio bytes."""
         return self._transport.first_byte_timeout
+
+    def _check_magic(self, fmt: str, head: bytes) -> None:
+        """Raise InvalidResponseError unless ``head`` can begin ``fmt`` audio."""
+        if not _looks_like(fmt, head[:_MAGIC_BYTES]):
+            raise self._invalid(f"the answer is labelled {fmt} but is not {fmt} audio")
 
     def _invalid(self, message: str) -> InvalidResponseError:
         """Build (and record) an InvalidResponseError."""
@@ -800,6 +843,17 @@ def _task_status(document: Mapping[str, Any]) -> TaskStatus:
             f"most {ep.MAX_STEMS} stems"
         )
     return status
+
+
+def _looks_like(fmt: str, head: bytes) -> bool:
+    """Whether ``head`` (the first bytes) can begin a ``fmt`` file."""
+    magic = _AUDIO_MAGIC.get(fmt)
+    if magic is None:
+        return True
+    if fmt == "mp3" and len(head) >= 2 and head[0] == 0xFF:
+        # A frame sync: eleven set bits.
+        return head[1] & 0xE0 == 0xE0
+    return head.startswith(magic)
 
 
 def _no_constant(name: str) -> Any:

@@ -301,6 +301,8 @@ def plan_for_rate_limit(requests_per_minute: int) -> PlanLimits:
     return PRO
 
 
+# A body of unknown type: then the format asked for is assumed.
+OCTET_STREAM = "application/octet-stream"
 # Response Content-Type <-> short format name.
 CONTENT_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
