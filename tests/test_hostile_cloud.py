@@ -202,7 +202,9 @@ MALFORMED_TRANSCRIPTS: list[bytes] = [
 ]
 
 
-@pytest.mark.parametrize("body", MALFORMED_TRANSCRIPTS)
+@pytest.mark.parametrize(
+    "body", MALFORMED_TRANSCRIPTS, ids=lambda body: repr(body[:24])
+)
 async def test_malformed_json_is_one_typed_error(
     client: TtsAiClient, cloud: HostileCloud, body: bytes
 ) -> None:
@@ -427,6 +429,7 @@ async def test_foreign_result_url_is_refused_without_a_request(
         "/v1/results/" + "a" * 5000,
         "http://127.0.0.1:99999/x",
     ],
+    ids=lambda url: repr(url[:24]),
 )
 async def test_malformed_result_url_is_one_typed_error(
     client: TtsAiClient, cloud: HostileCloud, url: str

@@ -605,22 +605,16 @@ class TtsAiClient:
             document = json.loads(response.body, parse_constant=_no_constant)
             if not isinstance(document, dict):
                 raise ValueError("not a JSON object")  # noqa: TRY004
-            result = parse(document)
+            credits_used = header_float(response.headers, ep.HEADER_CREDITS_USED)
+            if document.get("credits_used") is None and credits_used is not None:
+                # What this answer cost, from its header when the body is silent.
+                document["credits_used"] = credits_used
+            return parse(document)
         except _DECODE_ERRORS as err:
             raise self._invalid(
                 f"{request.url.path} answered with JSON the contract does not "
                 f"allow ({type(err).__name__}: {str(err)[:200]})"
             ) from None
-        credits_used = header_float(response.headers, ep.HEADER_CREDITS_USED)
-        if (
-            credits_used is not None
-            and dataclasses.is_dataclass(result)
-            and not isinstance(result, type)
-            and getattr(result, "credits_used", credits_used) is None
-        ):
-            # What this answer cost, from its header when the body is silent.
-            result = dataclasses.replace(result, credits_used=credits_used)  # type: ignore[type-var]
-        return result
 
     async def _json_tool[T](
         self,

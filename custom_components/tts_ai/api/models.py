@@ -198,7 +198,7 @@ class Transcription:
     language: str | None = None
     duration: float | None = None
     segments: list[Segment] = field(default_factory=list)
-    # From the answer's X-Credits-Used header (None: it did not say).
+    # What this answer said it cost (its X-Credits-Used; None: it did not say).
     credits_used: float | None = None
 
     @classmethod
@@ -209,6 +209,7 @@ class Transcription:
             language=_optional_str(data.get("language")),
             duration=_optional_float(data.get("duration")),
             segments=[Segment.from_dict(seg) for seg in _list(data.get("segments"))],
+            credits_used=_optional_float(data.get("credits_used")),
         )
 
 

@@ -37,6 +37,8 @@ _LOGGER = logging.getLogger(__name__)
 _REDACTED = "**REDACTED**"
 # An error answer is a small JSON object; read no more of one than this.
 _ERROR_BODY_LIMIT_BYTES = 64 * 1024
+# Bodies bigger than this are joined in the executor, not in the event loop.
+_JOIN_IN_LOOP_BYTES = 4 * MEGABYTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +159,19 @@ class Transport:
     async def fetch(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` and read the whole successful response."""
         async with self.open(request) as response:
-            body = bytearray()
+            chunks: list[bytes] = []
+            size = 0
             async for chunk in self.body(response, request):
-                body += chunk
-            return ApiResponse(response.status, response.headers, bytes(body))
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > _JOIN_IN_LOOP_BYTES:
+                # Copying up to the limit (100 MB) would stall the event loop.
+                body = await asyncio.get_running_loop().run_in_executor(
+                    None, b"".join, chunks
+                )
+            else:
+                body = b"".join(chunks)
+            return ApiResponse(response.status, response.headers, body)
 
     @asynccontextmanager
     async def open(self, request: ApiRequest) -> AsyncIterator[aiohttp.ClientResponse]:
