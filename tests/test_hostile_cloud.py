@@ -30,9 +30,9 @@ from custom_components.tts_ai.api import (
     TtsAiTimeoutError,
     client as client_module,
     endpoints as ep,
-    pcm_to_wav,
 )
 from custom_components.tts_ai.fallback import CircuitBreaker, falls_back
+from custom_components.tts_ai.speech.audio import pcm_to_wav
 from tests.harness.hostile_cloud import (
     MB,
     HostileCloud,

@@ -19,6 +19,7 @@ import aiohttp
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
+from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -37,7 +38,7 @@ from tests.harness.model_server import ModelServer
 from tests.harness.standin import StandinServer, synthesize_wav
 
 from .conftest import make_entry
-from .test_account import sensor_state
+from .test_account import NOISY_SENSORS, sensor_state
 from .test_fallback import (
     ACTIVE_ENGINE,
     heard,
@@ -62,10 +63,19 @@ async def cloud(standin: StandinServer) -> AsyncIterator[HostileCloud]:
 async def setup_cloud_entry(
     hass: HomeAssistant, cloud: HostileCloud
 ) -> MockConfigEntry:
-    """A cloud-only entry on the hostile cloud."""
+    """A cloud-only entry on the hostile cloud, every sensor turned on."""
     assert await async_setup_component(hass, "homeassistant", {})
     entry = make_entry(cloud)  # type: ignore[arg-type]
     entry.add_to_hass(hass)
+    registry = er.async_get(hass)
+    for key in NOISY_SENSORS:  # off by default; these tests read them
+        registry.async_get_or_create(
+            "sensor",
+            "tts_ai",
+            f"{entry.entry_id}_{key}",
+            config_entry=entry,
+            suggested_object_id=f"tts_ai_{key}",
+        )
     await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     return entry
