@@ -12,6 +12,8 @@ from .headers import parse_reset, parse_retry_after
 
 # The service's error message goes into logs and translated errors: keep it short.
 _MAX_MESSAGE_CHARS = 500
+# Error codes are short snake_case words; anything longer is not one.
+_MAX_CODE_CHARS = 64
 
 
 class TtsAiError(Exception):
@@ -260,10 +262,18 @@ def _parse_error_body(body: bytes) -> tuple[str | None, str | None, dict[str, An
     message = error.get("message")
     extra = {k: v for k, v in error.items() if k not in ("code", "message")}
     return (
-        code if isinstance(code, str) else None,
-        message[:_MAX_MESSAGE_CHARS] if isinstance(message, str) else None,
+        _printable(code, _MAX_CODE_CHARS) if isinstance(code, str) else None,
+        _printable(message, _MAX_MESSAGE_CHARS) if isinstance(message, str) else None,
         extra,
     )
+
+
+def _printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, control characters as spaces.
+
+    A newline in a message would start a forged line in Home Assistant's log.
+    """
+    return "".join(char if char.isprintable() else " " for char in text[:limit])
 
 
 def _number(value: Any) -> float | None:
