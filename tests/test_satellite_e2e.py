@@ -10,6 +10,13 @@ from ``satellite/``, a process)
 is handed a WAV of "What time is it?" spoken by Piper; it must print what it
 heard and the reply, and write reply audio that is speech of that reply.
 
+The live mode runs the satellite's real sound path: PortAudio (pyaudio)
+captures from, and plays into, ALSA's ``file`` plugin (no sound hardware).
+The microphone is a FIFO this test feeds in real time with room noise and,
+at its moment, "Okay Nabu, turn on the kitchen lights."; the on-device wake
+word must start the turn, Home Assistant must switch the demo kitchen light
+on, and the reply must come out of the speaker as speech Whisper understands.
+
 One Home Assistant serves the module (its start and the model download are
 the slow part); the reconnect test restarts it.
 """
@@ -18,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 import json
+import os
 from pathlib import Path
 import re
 import signal
@@ -136,7 +145,7 @@ class AssistHome:
 def _configuration(tmp: Path, port: int) -> dict[str, Any]:
     """The developer's configuration, on a free port, English (US), no demo."""
     configuration = realhass.load_configuration(realhass.DEFAULT_CONFIG_DIR)
-    configuration.pop("demo", None)  # nothing here needs its devices
+    # The demo integration's lights are what the live-mode test switches on.
     configuration["homeassistant"] = {
         "name": "Satellite test",
         "language": "en",
@@ -603,3 +612,222 @@ def test_satellite_reconnects_after_home_assistant_restarts(
     assert "Traceback" not in stderr.text
     assert home.token not in stdout.text + stderr.text
     print(stderr.text[-3000:])
+
+
+# --- live mode: microphone and speaker through ALSA's file plugin --------------------
+
+WAKE_COMMAND = "Okay Nabu, turn on the kitchen lights."
+NO_WAKE_COMMAND = "Please turn on the kitchen lights."
+KITCHEN_LIGHTS = "Kitchen Lights"
+CHUNK_SECONDS = 0.03
+# ALSA's file plugin: capture reads the FIFO, playback writes a new raw file per
+# stream (truncate false numbers them: speaker-44100.raw, ….raw.0001, …).
+ASOUND_CONF = """
+pcm.!default {{
+  type asym
+  playback.pcm "speaker"
+  capture.pcm "microphone"
+}}
+pcm.speaker {{
+  type file
+  slave.pcm "null"
+  file "{folder}/speaker-%r.raw"
+  truncate false
+  format "raw"
+}}
+pcm.microphone {{
+  type file
+  slave.pcm "null"
+  file "/dev/null"
+  infile "{folder}/microphone.fifo"
+  format "raw"
+}}
+"""
+
+
+class _Room:
+    """What the satellite's microphone hears, and what its speaker played.
+
+    A thread writes 30 ms of 16 kHz audio at a time into the FIFO that ALSA's
+    capture reads, in real time: quiet household noise, and whatever
+    :meth:`say` queued. The FIFO is held open read-write here, so the
+    satellite's opens never wait and a write never meets a pipe without a
+    reader (PortAudio opens and closes the device while probing it).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.config = folder / "asound.conf"
+        self.config.write_text(ASOUND_CONF.format(folder=folder))
+        fifo = folder / "microphone.fifo"
+        os.mkfifo(fifo)
+        self._fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        self._said: list[bytes] = []
+        self._lock = threading.Lock()
+        self._quiet = threading.Event()
+        self._quiet.set()
+        self._stop = threading.Event()
+        self._rng = np.random.default_rng(7)
+        self._thread = threading.Thread(target=self._feed, name="room")
+        self._thread.start()
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The satellite's environment: ALSA reads this folder's configuration."""
+        return {
+            **os.environ,
+            "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{self.config}",
+        }
+
+    def say(self, text: str) -> None:
+        """Queue ``text`` (Piper's joe voice) after what is being said."""
+        spoken = synthesize_pcm(text)
+        samples = resample(
+            np.frombuffer(spoken.pcm, dtype="<i2"), spoken.sample_rate, WHISPER_RATE
+        )
+        audio = (samples + self._noise(len(samples))).astype("<i2").tobytes()
+        size = round(WHISPER_RATE * CHUNK_SECONDS) * 2
+        with self._lock:
+            self._quiet.clear()
+            self._said += [audio[i : i + size] for i in range(0, len(audio), size)]
+
+    def wait_until_said(self, timeout: float = 30) -> None:
+        assert self._quiet.wait(timeout), "the room never finished speaking"
+
+    def speaker_files(self) -> list[Path]:
+        return sorted(self.folder.glob("speaker-*.raw*"))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        os.close(self._fd)
+
+    def _noise(self, count: int) -> np.ndarray:
+        # A fridge's hum and a little hiss, about -50 dBFS.
+        times = np.arange(count) / WHISPER_RATE
+        hum = 40 * np.sin(2 * np.pi * 100 * times)
+        return hum + self._rng.normal(0, 60, count)
+
+    def _feed(self) -> None:
+        size = round(WHISPER_RATE * CHUNK_SECONDS)
+        started = time.monotonic()
+        sent = 0
+        while not self._stop.is_set():
+            with self._lock:
+                chunk = self._said.pop(0) if self._said else None
+                if chunk is None:
+                    self._quiet.set()
+            if chunk is None:
+                chunk = self._noise(size).astype("<i2").tobytes()
+            while not self._stop.is_set():
+                try:
+                    os.write(self._fd, chunk)  # 960 bytes: atomic on a pipe
+                    break
+                except BlockingIOError:  # nobody has read for 2 s
+                    time.sleep(0.01)
+            sent += len(chunk) // 2
+            time.sleep(max(0.0, started + sent / WHISPER_RATE - time.monotonic()))
+
+
+@pytest.fixture
+def room(tmp_path: Path) -> Iterator[_Room]:
+    room = _Room(tmp_path)
+    yield room
+    room.close()
+
+
+def _kitchen_lights(home: AssistHome) -> dict[str, Any]:
+    return next(
+        state
+        for state in home.get("/api/states")
+        if state["attributes"].get("friendly_name") == KITCHEN_LIGHTS
+    )
+
+
+def _switch_off(home: AssistHome, entity_id: str) -> None:
+    answer = realhass.http_request(
+        "POST",
+        f"{home.url}/api/services/light/turn_off",
+        token=home.token,
+        json_body={"entity_id": entity_id},
+    )
+    assert answer.status == 200, answer
+    assert _kitchen_lights(home)["state"] == "off"
+
+
+@contextlib.contextmanager
+def _live_satellite(
+    home: AssistHome, room: _Room
+) -> Iterator[tuple[subprocess.Popen[str], _Output, _Output]]:
+    """The satellite on the room's microphone and speaker, listening for Okay Nabu."""
+    satellite = subprocess.Popen(
+        _satellite_args(home, "--wake-word", "okay_nabu", "--debug"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=room.environment,
+    )
+    assert satellite.stdout is not None and satellite.stderr is not None
+    stdout, stderr = _Output(satellite.stdout), _Output(satellite.stderr)
+    try:
+        stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 1, 60)
+        yield satellite, stdout, stderr
+        satellite.send_signal(signal.SIGTERM)
+        assert satellite.wait(timeout=15) == 0  # a clean exit
+    finally:
+        if satellite.poll() is None:
+            satellite.kill()
+            satellite.wait()
+        stdout.join()
+        stderr.join()
+        print(stderr.text[-4000:])
+    assert "Traceback" not in stderr.text
+    assert home.token not in stdout.text + stderr.text
+
+
+def test_live_wake_word_turns_the_light_on_and_the_reply_is_heard(
+    socket_enabled: None, home: AssistHome, room: _Room
+) -> None:
+    """Hands-free: noise, "Okay Nabu, turn on the kitchen lights.", noise."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    with _live_satellite(home, room) as (_satellite, stdout, stderr):
+        room.say(WAKE_COMMAND)
+        stdout.wait_for(lambda lines: any(x.startswith("reply: ") for x in lines), 90)
+        stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 2, 60)
+        time.sleep(2)  # room noise only: nothing more happens
+    heard = next(x for x in stdout.lines if x.startswith("heard: "))
+    reply = next(x for x in stdout.lines if x.startswith("reply: "))[len("reply: ") :]
+    assert _words(heard) == ["heard", "turn", "on", "the", "kitchen", "lights"], heard
+    assert _kitchen_lights(home)["state"] == "on"
+    assert stderr.count("Wake word 'Okay Nabu' heard") == 1
+    assert stderr.count("First command audio sent") == 1
+    # The reply came out of the speaker (the longest sound played; the
+    # others are the cues), at the speaker's rate, as speech of the reply.
+    played = max(room.speaker_files(), key=lambda path: path.stat().st_size)
+    rate = int(played.name.split("-")[1].split(".")[0])
+    samples = np.frombuffer(played.read_bytes(), dtype="<i2")
+    audio = resample(samples, rate, WHISPER_RATE).astype(np.float32) / 32768
+    said = set(_words(reply))
+    assert said, reply
+    understood = set(_words(_transcribe(audio)))
+    assert len(said & understood) >= 0.75 * len(said), (reply, understood)
+
+
+def test_live_without_the_wake_word_nothing_is_sent(
+    socket_enabled: None, home: AssistHome, room: _Room
+) -> None:
+    """A command without "Okay Nabu" runs no pipeline and switches nothing."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    with _live_satellite(home, room) as (_satellite, stdout, stderr):
+        room.say(NO_WAKE_COMMAND)
+        room.wait_until_said()
+        time.sleep(3)  # more than enough for a turn to have started
+        assert stderr.count("Wake word") == 0
+        assert stderr.count("Pipeline event") == 0
+    assert not any(x.startswith(("heard: ", "reply: ")) for x in stdout.lines)
+    assert _kitchen_lights(home)["state"] == "off"
+    # Not even a cue (PortAudio's probing leaves empty files).
+    assert [path.stat().st_size for path in room.speaker_files()] in ([], [0])
