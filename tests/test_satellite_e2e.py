@@ -29,7 +29,6 @@ import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 import json
-import os
 from pathlib import Path
 import re
 import signal
@@ -45,6 +44,7 @@ import pytest
 import pytest_socket
 
 from tests.harness import realhass
+from tests.harness.alsa_room import AlsaRoom
 from tests.harness.standin.engines import synthesize_pcm, transcribe_samples, wav_bytes
 from tts_ai_satellite.ha import HomeAssistant, choose_pipeline
 from tts_ai_satellite.resample import resample
@@ -619,121 +619,20 @@ def test_satellite_reconnects_after_home_assistant_restarts(
 WAKE_COMMAND = "Okay Nabu, turn on the kitchen lights."
 NO_WAKE_COMMAND = "Please turn on the kitchen lights."
 KITCHEN_LIGHTS = "Kitchen Lights"
-CHUNK_SECONDS = 0.03
-# ALSA's file plugin: capture reads the FIFO, playback writes a new raw file per
-# stream (truncate false numbers them: speaker-44100.raw, ….raw.0001, …).
-ASOUND_CONF = """
-pcm.!default {{
-  type asym
-  playback.pcm "speaker"
-  capture.pcm "microphone"
-}}
-pcm.speaker {{
-  type file
-  slave.pcm "null"
-  file "{folder}/speaker-%r.raw"
-  truncate false
-  format "raw"
-}}
-pcm.microphone {{
-  type file
-  slave.pcm "null"
-  file "/dev/null"
-  infile "{folder}/microphone.fifo"
-  format "raw"
-}}
-"""
-
-
-class _Room:
-    """What the satellite's microphone hears, and what its speaker played.
-
-    A thread writes 30 ms of 16 kHz audio at a time into the FIFO that ALSA's
-    capture reads, in real time: quiet household noise, and whatever
-    :meth:`say` queued. The FIFO is held open read-write here, so the
-    satellite's opens never wait and a write never meets a pipe without a
-    reader (PortAudio opens and closes the device while probing it).
-    """
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.config = folder / "asound.conf"
-        self.config.write_text(ASOUND_CONF.format(folder=folder))
-        fifo = folder / "microphone.fifo"
-        os.mkfifo(fifo)
-        self._fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-        self._said: list[bytes] = []
-        self._lock = threading.Lock()
-        self._quiet = threading.Event()
-        self._quiet.set()
-        self._stop = threading.Event()
-        self._rng = np.random.default_rng(7)
-        self._thread = threading.Thread(target=self._feed, name="room")
-        self._thread.start()
-
-    @property
-    def environment(self) -> dict[str, str]:
-        """The satellite's environment: ALSA reads this folder's configuration."""
-        return {
-            **os.environ,
-            "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{self.config}",
-        }
-
-    def say(self, text: str) -> None:
-        """Queue ``text`` (Piper's joe voice) after what is being said."""
-        spoken = synthesize_pcm(text)
-        samples = resample(
-            np.frombuffer(spoken.pcm, dtype="<i2"), spoken.sample_rate, WHISPER_RATE
-        )
-        audio = (samples + self._noise(len(samples))).astype("<i2").tobytes()
-        size = round(WHISPER_RATE * CHUNK_SECONDS) * 2
-        with self._lock:
-            self._quiet.clear()
-            self._said += [audio[i : i + size] for i in range(0, len(audio), size)]
-
-    def wait_until_said(self, timeout: float = 30) -> None:
-        assert self._quiet.wait(timeout), "the room never finished speaking"
-
-    def speaker_files(self) -> list[Path]:
-        return sorted(self.folder.glob("speaker-*.raw*"))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        os.close(self._fd)
-
-    def _noise(self, count: int) -> np.ndarray:
-        # A fridge's hum and a little hiss, about -50 dBFS.
-        times = np.arange(count) / WHISPER_RATE
-        hum = 40 * np.sin(2 * np.pi * 100 * times)
-        return hum + self._rng.normal(0, 60, count)
-
-    def _feed(self) -> None:
-        size = round(WHISPER_RATE * CHUNK_SECONDS)
-        started = time.monotonic()
-        sent = 0
-        while not self._stop.is_set():
-            with self._lock:
-                chunk = self._said.pop(0) if self._said else None
-                if chunk is None:
-                    self._quiet.set()
-            if chunk is None:
-                chunk = self._noise(size).astype("<i2").tobytes()
-            while not self._stop.is_set():
-                try:
-                    os.write(self._fd, chunk)  # 960 bytes: atomic on a pipe
-                    break
-                except BlockingIOError:  # nobody has read for 2 s
-                    time.sleep(0.01)
-            sent += len(chunk) // 2
-            time.sleep(max(0.0, started + sent / WHISPER_RATE - time.monotonic()))
 
 
 @pytest.fixture
-def room(tmp_path: Path) -> Iterator[_Room]:
-    room = _Room(tmp_path)
+def room(tmp_path: Path) -> Iterator[AlsaRoom]:
+    room = AlsaRoom(tmp_path)
     yield room
     room.close()
+
+
+def _say(room: AlsaRoom, text: str) -> None:
+    """``text`` in Piper's joe voice, into the room's microphone."""
+    spoken = synthesize_pcm(text)
+    samples = np.frombuffer(spoken.pcm, dtype="<i2")
+    room.play(resample(samples, spoken.sample_rate, WHISPER_RATE))
 
 
 def _kitchen_lights(home: AssistHome) -> dict[str, Any]:
@@ -757,7 +656,7 @@ def _switch_off(home: AssistHome, entity_id: str) -> None:
 
 @contextlib.contextmanager
 def _live_satellite(
-    home: AssistHome, room: _Room
+    home: AssistHome, room: AlsaRoom
 ) -> Iterator[tuple[subprocess.Popen[str], _Output, _Output]]:
     """The satellite on the room's microphone and speaker, listening for Okay Nabu."""
     satellite = subprocess.Popen(
@@ -787,13 +686,13 @@ def _live_satellite(
 
 
 def test_live_wake_word_turns_the_light_on_and_the_reply_is_heard(
-    socket_enabled: None, home: AssistHome, room: _Room
+    socket_enabled: None, home: AssistHome, room: AlsaRoom
 ) -> None:
     """Hands-free: noise, "Okay Nabu, turn on the kitchen lights.", noise."""
     lights = _kitchen_lights(home)["entity_id"]
     _switch_off(home, lights)
     with _live_satellite(home, room) as (_satellite, stdout, stderr):
-        room.say(WAKE_COMMAND)
+        _say(room, WAKE_COMMAND)
         stdout.wait_for(lambda lines: any(x.startswith("reply: ") for x in lines), 90)
         stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 2, 60)
         time.sleep(2)  # room noise only: nothing more happens
@@ -816,13 +715,13 @@ def test_live_wake_word_turns_the_light_on_and_the_reply_is_heard(
 
 
 def test_live_without_the_wake_word_nothing_is_sent(
-    socket_enabled: None, home: AssistHome, room: _Room
+    socket_enabled: None, home: AssistHome, room: AlsaRoom
 ) -> None:
     """A command without "Okay Nabu" runs no pipeline and switches nothing."""
     lights = _kitchen_lights(home)["entity_id"]
     _switch_off(home, lights)
     with _live_satellite(home, room) as (_satellite, stdout, stderr):
-        room.say(NO_WAKE_COMMAND)
+        _say(room, NO_WAKE_COMMAND)
         room.wait_until_said()
         time.sleep(3)  # more than enough for a turn to have started
         assert stderr.count("Wake word") == 0

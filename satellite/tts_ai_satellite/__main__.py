@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         " `wake` extra. Triggers still start turns too",
     )
     parser.add_argument(
+        "--wake-threshold",
+        type=float,
+        metavar="P",
+        help="wake-word probability to fire at, 0-1 (default: the model's own,"
+        " 0.85); lower hears more in a noisy room and wakes falsely more often",
+    )
+    parser.add_argument(
         "--ha-wake-word",
         action="store_true",
         help="stream all the time to the pipeline's wake-word engine in Home"
@@ -249,7 +256,7 @@ def wake_listener(args: argparse.Namespace) -> WakeWordListener | None:
     if args.wake_word is None:
         return None
     try:
-        return WakeWordListener(MicroWakeWordModel(args.wake_word))
+        return WakeWordListener(MicroWakeWordModel(args.wake_word, args.wake_threshold))
     except WakeWordUnavailableError as err:
         raise UsageError(f"--wake-word: {err}") from err
 

@@ -73,8 +73,17 @@ class WakeWordModel(Protocol):
 class MicroWakeWordModel:
     """One of ``pymicro-wakeword``'s built-in models (see :data:`WAKE_WORDS`)."""
 
-    def __init__(self, name: str) -> None:
-        """Load the model called ``name`` (blocking: a few ms)."""
+    def __init__(self, name: str, threshold: float | None = None) -> None:
+        """Load the model called ``name`` (blocking: a few ms).
+
+        ``threshold``: the probability above which it fires; None keeps the
+        model's own (0.85 for okay_nabu). Lower hears more in noise and risks
+        more false wake-ups (``scripts/bench`` measures both).
+        """
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise WakeWordUnavailableError(
+                f"the threshold must be between 0 and 1, not {threshold}"
+            )
         if name not in WAKE_WORDS:
             raise WakeWordUnavailableError(
                 f"no wake word {name!r}; choose one of {', '.join(WAKE_WORDS)}"
@@ -92,6 +101,9 @@ class MicroWakeWordModel:
             pymicro_wakeword.Model(name)
         )
         self._features: Any = pymicro_wakeword.MicroWakeWordFeatures()
+        if threshold is not None:
+            self._model.probability_cutoff = threshold
+        self.threshold: float = self._model.probability_cutoff
 
     def process(self, audio: bytes) -> bool:
         """Run the model over ``audio``; True if the word fired in it."""
