@@ -33,6 +33,11 @@ EXPECTED_FIGURES = {
     "long_text_memory",
     "long_text_first_audio",
     "long_text_after_lost_hedge",
+    # Figure 10: the satellite's on-device wake word.
+    "wake_miss_rate",
+    "wake_false_activations",
+    "wake_listen_cpu",
+    "wake_to_command_audio",
 }
 TIME_FIGURES = {
     "tts_total_time",
