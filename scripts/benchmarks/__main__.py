@@ -50,6 +50,8 @@ RUNS = (
     SuiteRun("long_text"),
     # Figure 10: the satellite's on-device wake word.
     SuiteRun("wake"),
+    # Figure 11: the event loop while the client joins and reads huge answers.
+    SuiteRun("loop_stall"),
     # Figure 8: the local figures again on one core, as a small board would.
     SuiteRun("speed", pin=1),
     SuiteRun("soak", pin=1),

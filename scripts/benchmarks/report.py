@@ -24,6 +24,7 @@ FIGURE_NUMBERS = {
     "wake_false_activations": "10b",
     "wake_listen_cpu": "10c",
     "wake_to_command_audio": "10d",
+    "loop_stall": "11",
 }
 PINNED_PREFIX = "pinned_"
 
