@@ -33,6 +33,13 @@ EXPECTED_FIGURES = {
     "long_text_memory",
     "long_text_first_audio",
     "long_text_after_lost_hedge",
+    # Figure 10: the satellite's on-device wake word.
+    "wake_miss_rate",
+    "wake_false_activations",
+    "wake_listen_cpu",
+    "wake_to_command_audio",
+    # Figure 11: the event loop while the client joins and reads huge answers.
+    "loop_stall",
 }
 TIME_FIGURES = {
     "tts_total_time",
@@ -68,7 +75,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=420,
+        timeout=900,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -73,6 +73,12 @@ class CatalogueCoordinator(DataUpdateCoordinator[Catalogue]):
                 translation_key="catalogue_unavailable",
                 translation_placeholders={"error": str(err)},
             ) from err
+        if not voices.complete:
+            _LOGGER.warning(
+                "TTS.ai listed %d of the %s voices it counts; using those",
+                len(voices),
+                voices.total,
+            )
         catalogue = Catalogue(models=tuple(models), voices=tuple(voices))
         await self._store.async_save(catalogue.as_dict())
         return catalogue

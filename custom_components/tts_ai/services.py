@@ -311,10 +311,12 @@ def _cloud_entry(
 
 
 def _credits(client: TtsAiClient, used: float | None) -> dict[str, float | None]:
-    """Return what the call cost (response figure first) and what is left."""
+    """Return what this call's answer said it cost, and what is left.
+
+    ``used`` is only ever this answer's figure: a free call's answer carries
+    no credit headers, and the previous call's cost must not stand in for it.
+    """
     known = client.credits
-    if used is None and known is not None:
-        used = known.used
     return {
         "credits_used": used,
         "credits_remaining": known.remaining if known is not None else None,
@@ -430,7 +432,10 @@ async def _async_transcribe(call: ServiceCall) -> ServiceResponse:
         )
 
     client, result = await _async_call_cloud(call, ep.STT, request)
-    return {**_transcription_response(result), **_credits(client, None)}
+    return {
+        **_transcription_response(result),
+        **_credits(client, result.credits_used),
+    }
 
 
 async def _async_translate(call: ServiceCall) -> ServiceResponse:

@@ -20,6 +20,11 @@ FIGURE_NUMBERS = {
     "long_text_memory": "9a",
     "long_text_first_audio": "9b",
     "long_text_after_lost_hedge": "9c",
+    "wake_miss_rate": "10a",
+    "wake_false_activations": "10b",
+    "wake_listen_cpu": "10c",
+    "wake_to_command_audio": "10d",
+    "loop_stall": "11",
 }
 PINNED_PREFIX = "pinned_"
 

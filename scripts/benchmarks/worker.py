@@ -30,7 +30,7 @@ from .common import (
 )
 from .memory import loaded_memory_figures, soak_memory_figure
 
-SUITES = ("speed", "memory", "soak", "long_text")
+SUITES = ("speed", "memory", "soak", "long_text", "wake", "loop_stall")
 PINNED_PREFIX = "pinned_"
 
 
@@ -100,6 +100,14 @@ async def run_suite(name: str, config: BenchConfig) -> list[Figure]:
         from .long_text import long_text_figures  # noqa: PLC0415
 
         return long_text_figures(config)
+    if name == "wake":
+        from .wake import wake_figures  # noqa: PLC0415
+
+        return await wake_figures(config)
+    if name == "loop_stall":
+        from .loop_stall import loop_stall_figure  # noqa: PLC0415
+
+        return [await loop_stall_figure(config)]
     raise ValueError(f"unknown suite {name!r}")
 
 
