@@ -124,7 +124,12 @@ return inputs.length;
 def config_dir(tmp_path: Path) -> Path:
     """The developer's configuration.yaml on a free port, with the real web UI."""
     configuration = devenv.load_configuration(devenv.DEFAULT_CONFIG_DIR)
-    configuration["http"] = {**configuration["http"], "server_port": free_port()}
+    # HA 2026.10 keeps the HTTP settings in its storage; develop stores them
+    # from the internal URL's port (loopback), so the port is set there.
+    configuration["homeassistant"] = {
+        **configuration["homeassistant"],
+        "internal_url": f"http://127.0.0.1:{free_port()}",
+    }
     directory = tmp_path / "config"
     devenv.write_configuration(directory, configuration)
     return directory
