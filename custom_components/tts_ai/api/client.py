@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 import dataclasses
 import json
@@ -727,7 +727,7 @@ class TtsAiClient:
             credits_used=header_float(response.headers, ep.HEADER_CREDITS_USED),
         )
 
-    async def _stream(self, request: ApiRequest, fmt: str) -> AsyncIterator[bytes]:
+    async def _stream(self, request: ApiRequest, fmt: str) -> AsyncGenerator[bytes]:
         """Yield the body of ``request``'s response as it arrives.
 
         Nothing is yielded until the answer shows it is ``fmt`` audio (its
@@ -860,7 +860,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-async def _without_id3v2(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _without_id3v2(pieces: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
     """Pass an MP3 stream through, minus a leading ID3v2 tag.
 
     Used for the second and later parts of a multi-part stream: a tag in the
