@@ -25,6 +25,7 @@ from .audio import (
 )
 from .ha import AuthenticationError, PipelineNotFoundError, websocket_url
 from .wake import (
+    DEFAULT_WAKE_THRESHOLD,
     DEFAULT_WAKE_WORD,
     WAKE_WORDS,
     MicroWakeWordModel,
@@ -106,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--wake-threshold",
         type=float,
         metavar="P",
-        help="wake-word probability to fire at, 0-1 (default: the model's own,"
-        " 0.85); lower hears more in a noisy room and wakes falsely more often",
+        default=DEFAULT_WAKE_THRESHOLD,
+        help="wake-word probability to fire at, 0-1 (default"
+        f" {DEFAULT_WAKE_THRESHOLD}; the model's own is 0.85); lower hears more in"
+        " a noisy room and wakes falsely more often",
     )
     parser.add_argument(
         "--ha-wake-word",
