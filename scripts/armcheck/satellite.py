@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from .checks import Stage, describe_cpu, guest_env, run_guest
 from .wheels import InstallError, file_requirements, install, installed_version
 
@@ -154,7 +156,49 @@ def run_satellite(cache_dir: Path, work: Path, home: Hass, *, timeout: float) ->
         home.token not in done.stdout + done.stderr,
         "stdout and stderr (--debug) checked",
     )
+    _check_wake_word(stage, work, env)
     return stage
+
+
+# Run in the guest: how often the satellite's wake-word listener fires on a
+# raw 16 kHz PCM file, fed in the microphone's 30 ms chunks.
+WAKE_PROBE = """
+import sys
+from tts_ai_satellite.wake import (
+    DEFAULT_WAKE_THRESHOLD, MicroWakeWordModel, WakeWordListener,
+)
+listener = WakeWordListener(MicroWakeWordModel("okay_nabu", DEFAULT_WAKE_THRESHOLD))
+pcm = open(sys.argv[1], "rb").read()
+print(sum(1 for i in range(0, len(pcm), 960) if listener.feed(pcm[i : i + 960])))
+"""
+WAKE_PHRASE = "Okay Nabu, turn on the kitchen lights."
+NO_WAKE_PHRASE = "Please turn on the kitchen lights."
+
+
+def _check_wake_word(stage: Stage, work: Path, env: dict[str, str]) -> None:
+    """The on-device wake word (pymicro-wakeword, TFLite) on the emulated CPU."""
+    from tests.harness.standin.engines import synthesize_pcm  # noqa: PLC0415
+    from tts_ai_satellite.resample import resample  # noqa: PLC0415
+
+    fired: dict[str, str] = {}
+    for phrase in (WAKE_PHRASE, NO_WAKE_PHRASE):
+        spoken = synthesize_pcm(phrase)
+        samples = np.frombuffer(spoken.pcm, dtype="<i2")
+        pcm = np.concatenate(
+            [np.zeros(8000), resample(samples, spoken.sample_rate, 16000)]
+        )
+        path = work / f"wake-{len(fired)}.raw"
+        path.write_bytes(np.clip(pcm, -32768, 32767).astype("<i2").tobytes())
+        done = run_guest([GUEST_PYTHON, "-c", WAKE_PROBE, str(path)], env, 600)
+        fired[phrase] = done.stdout.strip() or done.stderr.strip()[-500:]
+    ok = fired[WAKE_PHRASE] not in ("", "0") and fired[WAKE_PHRASE].isdigit()
+    ok = ok and fired[NO_WAKE_PHRASE] == "0"
+    stage.add(
+        "the on-device wake word fires on 'Okay Nabu', not without it",
+        ok,
+        f"okay_nabu fired {fired[WAKE_PHRASE]} time(s) on {WAKE_PHRASE!r} and"
+        f" {fired[NO_WAKE_PHRASE]} on {NO_WAKE_PHRASE!r} (Piper's joe voice)",
+    )
 
 
 def start_hass(tmp: Path, log: IO[str], piper_url: str, hf_url: str) -> Any:

@@ -30,9 +30,9 @@ ENGINE_REQUIREMENT_NAMES = ("PIPER_REQUIREMENTS", "WHISPER_REQUIREMENTS")
 # The one package the engines' code needs that Home Assistant itself ships
 # (the model manager downloads with it); installed at HA's pinned version.
 HA_PROVIDED = ("aiohttp",)
-# A Raspberry Pi OS 12 / Debian glibc is 2.36; manylinux_2_28 covers every
-# wheel built for it that the packages here publish.
-PLATFORM = "aarch64-manylinux_2_28"
+# A Raspberry Pi OS 12 / Debian 12 glibc is 2.36: any manylinux wheel up to
+# 2_36 runs there (pymicro-wakeword publishes manylinux_2_35 only).
+PLATFORM = "aarch64-manylinux_2_36"
 _INSTALL_TIMEOUT = 900.0
 
 
