@@ -47,6 +47,9 @@ RUNS = (
     SuiteRun("soak"),
     # Figure 9: a long unpunctuated text against a normal announcement.
     SuiteRun("long_text"),
+    # Figures 10-12: a spoken turn and an announcement through a real hass,
+    # against Home Assistant's own Wyoming stack.
+    SuiteRun("turn"),
     # Figure 8: the local figures again on one core, as a small board would.
     SuiteRun("speed", pin=1),
     SuiteRun("soak", pin=1),

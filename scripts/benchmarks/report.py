@@ -20,6 +20,14 @@ FIGURE_NUMBERS = {
     "long_text_memory": "9a",
     "long_text_first_audio": "9b",
     "long_text_after_lost_hedge": "9c",
+    "turn_first_audio_1s": "10a",
+    "turn_first_audio_3s": "10b",
+    "turn_first_audio_6s": "10c",
+    "turn_first_audio_1s_cloud_first": "10d",
+    "turn_first_audio_3s_cloud_first": "10e",
+    "turn_first_audio_6s_cloud_first": "10f",
+    "turn_stt_growth": "11",
+    "announce_first_audio": "12",
 }
 PINNED_PREFIX = "pinned_"
 

@@ -30,7 +30,7 @@ from .common import (
 )
 from .memory import loaded_memory_figures, soak_memory_figure
 
-SUITES = ("speed", "memory", "soak", "long_text")
+SUITES = ("speed", "memory", "soak", "long_text", "turn")
 PINNED_PREFIX = "pinned_"
 
 
@@ -100,6 +100,11 @@ async def run_suite(name: str, config: BenchConfig) -> list[Figure]:
         from .long_text import long_text_figures  # noqa: PLC0415
 
         return long_text_figures(config)
+    if name == "turn":
+        # A real Home Assistant; the set-up blocks and runs its own loop.
+        from .turn import turn_figures  # noqa: PLC0415
+
+        return await asyncio.to_thread(turn_figures, config)
     raise ValueError(f"unknown suite {name!r}")
 
 
