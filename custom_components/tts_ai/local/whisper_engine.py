@@ -63,19 +63,17 @@ _TOKENS_BASE = 16
 _TOKENS_PER_SECOND = 10
 _MAX_NEW_TOKENS = 220
 
-# Streaming (WhisperStream): the running hypothesis is decoded again once
-# this much audio has arrived since the last decode...
-PARTIAL_STEP_SECONDS = 0.5
-# ... and a pause of this long after speech ends a segment, which is then
-# decoded for good and given as context to the next one.
-PAUSE_SECONDS = 0.2
-# 20 ms frames for the pause finder.
+# Streaming (WhisperStream): a pause is this long (in 20 ms frames)...
+PAUSE_SECONDS = 0.25
 _PAUSE_FRAME_SECONDS = 0.02
-# A frame is silent below this RMS (of full scale 32768: about -44 dBFS) or
-# below this fraction of the loudest frame so far (-20 dB), whichever is
-# higher: a satellite's AGC lifts background noise well above digital silence.
-_SILENCE_RMS = 200.0
-_SILENCE_FRACTION_OF_PEAK = 0.1
+# ... below this fraction of the loudest frame's level so far (-26 dB), and
+# below _SILENCE_LEVEL (of full scale 32768: about -44 dBFS) never counts as
+# speech: a satellite's AGC lifts background noise well above digital silence.
+QUIET_FRACTION = 0.05
+_SILENCE_LEVEL = 200.0
+# Audio quieter than this peak level (of full scale: about -44 dBFS) holds
+# no speech: it is not decoded, as Whisper makes words up from silence.
+_SILENCE_PEAK = 0.006
 
 
 @dataclass(frozen=True)
@@ -266,7 +264,7 @@ class WhisperEngine:
         if _fits_one_window(duration) and _knows_language(model, language):
             text = _decode_window(
                 model, speech, language=language, beam_size=self._beam()
-            )
+            ).text
             return Transcript(text=text, language=language or "en", duration=duration)
         # Whisper tends to drop a first word that starts at the very first
         # sample (seen here: "Turn on the lights" heard as "On the lights");
@@ -303,8 +301,7 @@ class WhisperEngine:
             language=window.language,
             beam_size=self._beam(),
             context=window.context,
-            prefix=window.prefix,
-        )
+        ).text
 
 
 @dataclass(frozen=True)
@@ -316,28 +313,22 @@ class _Window:
     language: str | None
     context: str
     """The text before this piece."""
-    prefix: str
-    """Words this piece's text is known to start with."""
 
 
 class WhisperStream:
     """One utterance, transcribed while it arrives (:meth:`WhisperEngine.stream`).
 
-    The audio is cut into segments at pauses in the speech (silence of
-    :data:`PAUSE_SECONDS`, found by level). While the audio arrives:
+    The audio is cut at pauses in the speech (:data:`PAUSE_SECONDS` below
+    :data:`QUIET_FRACTION` of the loudest level so far, found 20 ms at a time
+    as the audio arrives). Each piece a pause ends is decoded at once, while
+    the user goes on speaking, with the text before it as Whisper's context;
+    at the end (:meth:`finish`) only the audio after the last pause is left.
 
-    - a finished segment is decoded for good, with the text before it as
-      context, and its text is kept;
-    - the segment still being spoken is decoded again whenever
-      :data:`PARTIAL_STEP_SECONDS` more of it has arrived; the words two
-      decodes in a row agree on (less the last, which may be cut off) are
-      then forced as the start of the next decode, so it only has to find
-      the words after them.
-
-    At the end (:meth:`finish`) only the last segment is left, in a window of
-    its own length, its first words already known: the time from the end of
-    the audio to the transcript hardly grows with the length of the command.
-    Decodes go through the engine one at a time, like any transcription.
+    Only real pauses are cut at: measured on Piper's speech, cutting at
+    100 ms quiet spells (or at Whisper's own word alignment) cut inside words
+    whose weak fricatives and stop closures are as quiet as a pause ("fifty"
+    heard as "10", "turn off" as "turn"). Decodes go through the engine one
+    at a time, like any transcription.
     """
 
     def __init__(
@@ -348,23 +339,19 @@ class WhisperStream:
         self._rate = sample_rate
         self._language = language
         self._pcm = bytearray()
-        # Byte offsets into _pcm where a pause ended a segment, not yet decoded.
-        self._cuts: list[int] = []
-        self._segment_start = 0
-        self._texts: list[str] = []  # decoded segments, for good
-        self._agreed = ""  # words of the current segment known for sure
-        self._hypothesis: list[str] = []  # the current segment's last decode
-        self._decoded_to = 0  # end of the audio the last partial decode saw
+        self._start = 0  # byte offset of the audio not yet decoded for good
+        self._cuts: list[int] = []  # pauses found, not yet decoded up to
+        self._texts: list[str] = []  # the pieces' text, in order
         self._job: asyncio.Task[None] | None = None
         self._finished = False
         self._pauses = _PauseFinder(sample_rate)
         self.decodes_before_end = 0
-        """Decodes done while the audio was still arriving."""
+        """Pieces decoded while the audio was still arriving."""
 
     @property
     def text_so_far(self) -> str:
-        """What has been heard so far: for showing progress, not for acting on."""
-        return " ".join([*self._texts, " ".join(self._hypothesis)]).strip()
+        """The words of the pieces decoded so far."""
+        return " ".join(self._texts).strip()
 
     def feed(self, pcm16: bytes) -> None:
         """Add audio (16-bit mono PCM at the stream's rate); never blocks."""
@@ -388,9 +375,8 @@ class WhisperStream:
             return await self._engine.transcribe(
                 pcm, sample_rate=self._rate, language=self._language
             )
-        tail = pcm[self._segment_start :]
-        if self._pauses.speech_after(self._segment_start):
-            self._texts.append(await self._decode(tail, self._agreed))
+        if self._pauses.speech_after(self._start):
+            self._texts.append(await self._decode(pcm[self._start :]))
         text = " ".join(t for t in self._texts if t).strip()
         return Transcript(text=text, language=self._language or "en", duration=duration)
 
@@ -403,69 +389,53 @@ class WhisperStream:
                 await job
 
     def _can_stream(self) -> bool:
-        """Whether the audio so far can be decoded piece by piece."""
+        """Whether the audio left can be decoded in one window, language known."""
         model = self._engine._model
-        seconds = (len(self._pcm) - self._segment_start) / 2 / self._rate
+        seconds = (len(self._pcm) - self._start) / 2 / self._rate
         return _fits_one_window(seconds) and (
             self._language is not None or model is None or not _multilingual(model)
         )
 
     def _schedule(self) -> None:
-        """Start the next decode if none is running and there is one to do."""
-        if self._finished or self._job is not None or not self._can_stream():
+        """Decode the next piece a pause has ended, if no decode is running."""
+        if self._finished or self._job is not None or not self._cuts:
             return
-        step = int(PARTIAL_STEP_SECONDS * self._rate) * 2
-        if self._cuts:
-            work = self._commit_segment(self._cuts.pop(0))
-        elif len(self._pcm) - max(self._decoded_to, self._segment_start) >= step:
-            work = self._partial()
-        else:
+        if not self._can_stream():
             return
-        self._job = asyncio.get_running_loop().create_task(work)
+        self._job = asyncio.get_running_loop().create_task(
+            self._piece(self._cuts.pop(0))
+        )
         self._job.add_done_callback(self._job_done)
 
     def _job_done(self, job: asyncio.Task[None]) -> None:
         self._job = None
         if not job.cancelled() and (error := job.exception()) is not None:
-            # The final decode tries again with the whole tail.
+            # The piece stays undecoded: the final decode takes it along.
             _LOGGER.warning("Decoding speech as it arrived failed: %s", error)
             return
         self._schedule()
 
-    async def _commit_segment(self, cut: int) -> None:
-        """Decode a segment a pause has ended, for good."""
-        if cut <= self._segment_start:
+    async def _piece(self, cut: int) -> None:
+        """Decode the audio up to a pause, for good."""
+        if cut <= self._start:
             return
-        segment = bytes(self._pcm[self._segment_start : cut])
-        if self._pauses.speech_between(self._segment_start, cut):
-            self._texts.append(await self._decode(segment, self._agreed))
-        self.decodes_before_end += 1
-        self._segment_start = cut
-        self._agreed = ""
-        self._hypothesis = []
+        if self._pauses.speech_between(self._start, cut):
+            piece = bytes(self._pcm[self._start : cut])
+            self._texts.append(await self._decode(piece))
+            self.decodes_before_end += 1
+        self._start = cut
 
-    async def _partial(self) -> None:
-        """Decode the segment being spoken; agree on its first words."""
-        end = len(self._pcm)
-        segment = bytes(self._pcm[self._segment_start : end])
-        start = self._segment_start
-        words = (await self._decode(segment, self._agreed)).split()
-        self.decodes_before_end += 1
-        if self._segment_start != start:
-            return  # a pause ended the segment meanwhile
-        agreed = _common_words(self._hypothesis, words)
-        # The last word may be a word cut off by the end of the audio.
-        agreed = min(agreed, len(words) - 1)
-        if agreed > len(self._agreed.split()):
-            self._agreed = " ".join(words[:agreed])
-        self._hypothesis = words
-        self._decoded_to = end
-
-    async def _decode(self, pcm16: bytes, prefix: str) -> str:
-        """Decode audio with the text before it as context and ``prefix`` forced."""
-        context = " ".join(self._texts)
-        window = _Window(pcm16, self._rate, self._language, context, prefix)
+    async def _decode(self, pcm16: bytes) -> str:
+        """Decode audio with the text before it as context."""
+        window = _Window(pcm16, self._rate, self._language, " ".join(self._texts))
         return await self._engine._job(self._engine._run_window, window)
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """A window's text."""
+
+    text: str
 
 
 class _PauseFinder:
@@ -479,15 +449,15 @@ class _PauseFinder:
         self._frame_bytes = max(int(sample_rate * _PAUSE_FRAME_SECONDS), 1) * 2
         self._pause_frames = math.ceil(PAUSE_SECONDS / _PAUSE_FRAME_SECONDS)
         self._pending = b""
-        self._offset = 0  # bytes consumed into whole frames
+        self._offset = 0  # bytes already judged, in whole frames
         self._peak = 0.0
-        self._silent_run = 0
-        self._speech_in_segment = False
-        # Start and end byte offsets of each run of speech frames.
+        self._quiet_run = 0
+        self._speech_since_cut = False
+        # [start, end) byte offsets of the runs of speech frames.
         self._speech: list[list[int]] = []
 
     def feed(self, pcm16: bytes) -> list[int]:
-        """Take more audio; return where pauses ended segments (byte offsets)."""
+        """Take more audio; return where pauses ended pieces (byte offsets)."""
         data = self._pending + pcm16
         whole = len(data) - len(data) % self._frame_bytes
         self._pending = data[whole:]
@@ -496,23 +466,23 @@ class _PauseFinder:
             frame = array("h", data[start : start + self._frame_bytes])
             if sys.byteorder == "big":
                 frame.byteswap()
-            rms = math.sqrt(sum(s * s for s in frame) / len(frame))
-            self._peak = max(self._peak, rms)
+            level = math.sqrt(sum(s * s for s in frame) / len(frame))
+            self._peak = max(self._peak, level)
             position = self._offset + start
-            if rms >= max(_SILENCE_RMS, _SILENCE_FRACTION_OF_PEAK * self._peak):
+            if level > max(_SILENCE_LEVEL, QUIET_FRACTION * self._peak):
                 if self._speech and self._speech[-1][1] == position:
                     self._speech[-1][1] = position + self._frame_bytes
                 else:
                     self._speech.append([position, position + self._frame_bytes])
-                self._silent_run = 0
-                self._speech_in_segment = True
+                self._quiet_run = 0
+                self._speech_since_cut = True
                 continue
-            self._silent_run += 1
-            if self._speech_in_segment and self._silent_run == self._pause_frames:
-                # Cut in the middle of the pause so both sides keep some of it.
+            self._quiet_run += 1
+            if self._speech_since_cut and self._quiet_run == self._pause_frames:
+                # The middle of the pause: both pieces keep some of it.
                 half = self._pause_frames // 2 * self._frame_bytes
                 cuts.append(position + self._frame_bytes - half)
-                self._speech_in_segment = False
+                self._speech_since_cut = False
         self._offset += whole
         return cuts
 
@@ -527,16 +497,6 @@ class _PauseFinder:
         decode: Whisper makes words up from silence ("I'll", "you").
         """
         return any(e > start for _, e in self._speech)
-
-
-def _common_words(first: list[str], second: list[str]) -> int:
-    """How many leading words two hypotheses share (case and punctuation aside)."""
-    count = 0
-    for a, b in zip(first, second, strict=False):
-        if _bare(a) != _bare(b):
-            break
-        count += 1
-    return count
 
 
 def _bare(word: str) -> str:
@@ -567,24 +527,24 @@ def _decode_window(
     language: str | None,
     beam_size: int,
     context: str = "",
-    prefix: str = "",
-) -> str:
+) -> _Decoded:
     """Decode 16 kHz float speech in one Whisper window of its own length.
 
     faster-whisper pads every window to 30 seconds, and the encoder's cost
     follows the window, not the speech. CTranslate2 takes a shorter window;
     the speech gets the lead-in silence before it (Whisper tends to drop a
-    first word that starts at the very first sample) and a short silence
-    after it. ``context`` is earlier text (Whisper's "previous text" prompt),
-    ``prefix`` words the transcript is known to start with: the decoder takes
-    them in one step and only generates what follows. The returned text
-    includes the prefix.
+    first word that starts at the very first sample) and zero features after
+    it (see :data:`TAIL_PADDING_SECONDS`). ``context`` is earlier text
+    (Whisper's "previous text" prompt, read in one step). Audio without a
+    sample above :data:`_SILENCE_PEAK` is not decoded.
     """
     import ctranslate2
     from faster_whisper.tokenizer import Tokenizer
     from faster_whisper.transcribe import get_suppressed_tokens
     import numpy as np
 
+    if speech.size == 0 or float(np.max(np.abs(speech))) < _SILENCE_PEAK:
+        return _Decoded("")
     rate = WHISPER_SAMPLE_RATE
     audio = np.concatenate(
         [
@@ -598,7 +558,9 @@ def _decode_window(
     )
     features = np.zeros((1, spoken.shape[0], frames), np.float32)
     features[0, :, : spoken.shape[-1]] = spoken
-    encoder_input = ctranslate2.StorageView.from_array(features)
+    encoded = model.model.encode(
+        ctranslate2.StorageView.from_array(features), to_cpu=False
+    )
     tokenizer = Tokenizer(
         model.hf_tokenizer,
         model.model.is_multilingual,
@@ -607,15 +569,12 @@ def _decode_window(
     )
     previous = tokenizer.encode(" " + context.strip()) if context.strip() else []
     prompt = model.get_prompt(
-        tokenizer,
-        previous[-MAX_PROMPT_TOKENS:],
-        without_timestamps=True,
-        prefix=prefix.strip() or None,
+        tokenizer, previous[-MAX_PROMPT_TOKENS:], without_timestamps=True
     )
     seconds = speech.size / rate
     new_tokens = min(_TOKENS_BASE + int(_TOKENS_PER_SECOND * seconds), _MAX_NEW_TOKENS)
     result = model.model.generate(
-        encoder_input,
+        encoded,
         [prompt],
         beam_size=beam_size,
         max_length=len(prompt) + new_tokens,
@@ -623,7 +582,7 @@ def _decode_window(
         suppress_tokens=list(get_suppressed_tokens(tokenizer, (-1,))),
     )[0]
     tokens = [token for token in result.sequences_ids[0] if token < tokenizer.eot]
-    return without_repeats(str(tokenizer.decode(tokens)).strip())
+    return _Decoded(without_repeats(str(tokenizer.decode(tokens)).strip()))
 
 
 def without_repeats(text: str) -> str:
