@@ -293,7 +293,9 @@ class BuiltinSpeech(_Listeners):
         voice = self._voice_for(language)
         ffmpeg = get_ffmpeg_manager(self.hass).binary
         async for data in encode_mp3(
-            self.piper.synthesize(text, voice, speed=speed), ffmpeg=ffmpeg
+            self.piper.synthesize(text, voice, speed=speed),
+            ffmpeg=ffmpeg,
+            sample_rate=self.piper.known_sample_rate(voice),
         ):
             yield data
 

@@ -47,6 +47,11 @@ LEAD_IN_SECONDS = 0.3
 # one second of silent audio after the speech made tiny.en repeat nearly every
 # sentence until its token budget ran out; zero features, one in 36.
 TAIL_PADDING_SECONDS = 1.0
+# No window is shorter than this. Measured over the 36 announcements: in
+# windows of the speech's own length (1-4 s) tiny.en misheard first words
+# ("Turn on" as "Pern on") and repeated whole sentences; from 10 s on it hears
+# them as in a 30-second window, at a fifth of the encoder's cost.
+MIN_WINDOW_SECONDS = 10.0
 # Audio up to this long (lead-in and tail included) is decoded in one window
 # sized to it; longer audio goes through faster-whisper's 30-second windows.
 SHORT_WINDOW_MAX_SECONDS = 29.0
@@ -554,7 +559,11 @@ def _decode_window(
     )
     spoken = model.feature_extractor(audio)[:, :_MAX_FRAMES]
     frames = min(
-        spoken.shape[-1] + int(TAIL_PADDING_SECONDS * _FRAMES_PER_SECOND), _MAX_FRAMES
+        max(
+            spoken.shape[-1] + int(TAIL_PADDING_SECONDS * _FRAMES_PER_SECOND),
+            int(MIN_WINDOW_SECONDS * _FRAMES_PER_SECOND),
+        ),
+        _MAX_FRAMES,
     )
     features = np.zeros((1, spoken.shape[0], frames), np.float32)
     features[0, :, : spoken.shape[-1]] = spoken
