@@ -279,8 +279,8 @@ def _template(dev: realhass.DevInstance, template: str) -> Any:
     return json.loads(answer.body) if answer.status == 200 else None
 
 
-def _wait_models_ready(dev: realhass.DevInstance) -> None:
-    """Wait until every TTS.ai entry has its on-device models ready."""
+def _wait_models_ready(dev: realhass.DevInstance, entries: int) -> None:
+    """Wait until ``entries`` TTS.ai entries have their on-device models ready."""
     template = (
         "{{ integration_entities('tts_ai') | select('search', 'local_models')"
         " | map('states') | list | tojson }}"
@@ -288,7 +288,7 @@ def _wait_models_ready(dev: realhass.DevInstance) -> None:
     deadline = time.monotonic() + MODELS_READY_TIMEOUT
     while True:
         states = _template(dev, template) or []
-        if len(states) >= 2 and all(state == "ready" for state in states):
+        if len(states) >= entries and all(state == "ready" for state in states):
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"on-device models not ready: {states}")
@@ -585,9 +585,11 @@ async def _measure(
     # realhass serves the models on the port after the stand-in's.
     standin_port = int(dev.standin_url.removesuffix("/v1/").rsplit(":", 1)[1])
     models_url = f"http://{realhass.LOOPBACK}:{standin_port + 1}"
+    # One entry after the other: both fetch the same models into one folder.
+    await run_blocking(_wait_models_ready, dev, 1)
     device_entry = await run_blocking(_add_device_entry, dev, models_url)
     cloud_entry = str(dev.entry["entry_id"])
-    await run_blocking(_wait_models_ready, dev)
+    await run_blocking(_wait_models_ready, dev, 2)
     async with (
         WyomingWhisperServer(whisper_dir(), threads=threads) as whisper_server,
         WyomingPiperServer(joe_voice(), board_cores=threads) as piper_server,
