@@ -572,6 +572,34 @@ async def test_mp3_encoder_started_before_the_speech_is_ready(
     assert nothing == []
 
 
+async def test_first_mp3_audio_leaves_before_the_text_is_all_synthesised(
+    piper: PiperEngine, render_events: list[tuple[str, str]]
+) -> None:
+    """The listener hears the first sentence while later ones are synthesised:
+    ffmpeg hands out MP3 frames as PCM arrives, not once its input ends."""
+    text = " ".join(
+        [
+            "The washing machine has finished.",
+            "The front door is unlocked.",
+            "It is 21 degrees in the living room.",
+            "The garage door has been open for ten minutes.",
+            "Rain is expected this afternoon.",
+        ]
+    )
+    await piper.load(JOE)
+    render_events.clear()
+    encoded = encode_mp3(
+        piper.synthesize(text, JOE), sample_rate=piper.known_sample_rate(JOE)
+    )
+    first = await anext(encoded)
+    ended_at_first_audio = [t for kind, t in render_events if kind == "end"]
+    rest = b"".join([chunk async for chunk in encoded])
+
+    assert first[:2] in {b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"}  # an MP3 frame
+    assert "Rain is expected this afternoon." not in ended_at_first_audio
+    assert (await probe(first + rest)).codec == "mp3"
+
+
 async def _spoken_16k(piper: PiperEngine, text: str) -> bytes:
     """Piper's speech for ``text`` as Assist sends it: 16 kHz 16-bit mono PCM."""
     return await decode_pcm(await piper.synthesize_wav(text, JOE), rate=16000)

@@ -43,8 +43,14 @@ async def encode_mp3(
         chunks = _chain(first, chunks)
     proc = await asyncio.create_subprocess_exec(
         ffmpeg, "-hide_banner", "-loglevel", "error",
+        # Raw PCM needs no probing; without this ffmpeg reads up to 5 MB (or
+        # the end of the input) before it writes anything: the first
+        # sentence's MP3 waited for the whole text to be synthesised.
+        "-probesize", "32", "-analyzeduration", "0",
         "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
-        "-f", "mp3", "-b:a", MP3_BITRATE, "-write_xing", "0",
+        # No ID3 tag: the first bytes out are audio (Home Assistant tags the
+        # MP3 files it caches itself).
+        "-f", "mp3", "-b:a", MP3_BITRATE, "-write_xing", "0", "-id3v2_version", "0",
         "-flush_packets", "1", "pipe:1",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
