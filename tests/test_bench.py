@@ -80,7 +80,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
