@@ -43,9 +43,9 @@ async def encode_mp3(
         chunks = _chain(first, chunks)
     proc = await asyncio.create_subprocess_exec(
         ffmpeg, "-hide_banner", "-loglevel", "error",
-        # Raw PCM needs no probing; without this ffmpeg reads up to 5 MB (or
-        # the end of the input) before it writes anything: the first
-        # sentence's MP3 waited for the whole text to be synthesised.
+        # Raw PCM needs no probing; without this ffmpeg reads about 5 s of
+        # audio (or up to the end of the input) before it writes anything:
+        # a first clause's MP3 waited for the rest of its sentence.
         "-probesize", "32", "-analyzeduration", "0",
         "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
         # No ID3 tag: the first bytes out are audio (Home Assistant tags the
