@@ -22,7 +22,7 @@ from syrupy.assertion import SnapshotAssertion
 # Import the package before HA puts the plugin's testing_config on sys.path,
 # so HA finds this repo's custom_components (see notes/ha-testing.md).
 import custom_components.tts_ai  # noqa: F401
-from custom_components.tts_ai.api import Credits, Model, RateLimit, Voice
+from custom_components.tts_ai.api import Credits, Model, RateLimit, Voice, VoiceList
 from custom_components.tts_ai.api.endpoints import DEFAULT_PLAN
 from custom_components.tts_ai.config_flow import key_fingerprint
 from custom_components.tts_ai.const import CONF_BASE_URL, CONF_MODE, DOMAIN
@@ -106,7 +106,11 @@ def mock_client() -> Generator[MagicMock]:
     with patch("custom_components.tts_ai.TtsAiClient", autospec=True) as client_class:
         client = client_class.return_value
         models = [Model.from_dict(m) for m in load_fixture("models.json")["models"]]
-        voices = [Voice.from_dict(v) for v in load_fixture("voices.json")["voices"]]
+        listed = load_fixture("voices.json")
+        voices = VoiceList(
+            voices=tuple(Voice.from_dict(v) for v in listed["voices"]),
+            total=listed.get("total"),
+        )
         client.validate.return_value = models
         client.list_models.return_value = models
         client.list_voices.return_value = voices

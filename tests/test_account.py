@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components import tts
 from homeassistant.core import HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
@@ -12,6 +13,7 @@ from homeassistant.helpers.aiohttp_client import async_get_clientsession
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    async_fire_time_changed,
     mock_restore_cache_with_extra_data,
 )
 
@@ -50,10 +52,73 @@ def account_issues(hass: HomeAssistant) -> set[str]:
     }
 
 
+NOISY_SENSORS = ("credits_used", "rate_limit_remaining", "rate_limit_reset")
+
+
+@pytest.fixture
+async def all_sensors_entry(
+    hass: HomeAssistant, standin: StandinServer
+) -> MockConfigEntry:
+    """A loaded entry with the sensors that are off by default turned on."""
+    entry = make_entry(standin)
+    entry.add_to_hass(hass)
+    registry = er.async_get(hass)
+    for key in NOISY_SENSORS:
+        registry.async_get_or_create(
+            "sensor",
+            "tts_ai",
+            f"{entry.entry_id}_{key}",
+            config_entry=entry,
+            suggested_object_id=f"tts_ai_{key}",
+        )
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
+async def test_noisy_sensors_are_off_until_enabled(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    """Per-request figures are not recorded unless the user turns them on."""
+    registry = er.async_get(hass)
+    for key in NOISY_SENSORS:
+        entity_id = registry.async_get_entity_id(
+            "sensor", "tts_ai", f"{config_entry.entry_id}_{key}"
+        )
+        assert entity_id is not None
+        entry = registry.async_get(entity_id)
+        assert entry is not None
+        assert entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION, key
+        assert hass.states.get(entity_id) is None
+    assert sensor_state(hass, config_entry, "credits_remaining") == "unknown"
+
+
+async def test_rate_limit_reset_shows_no_past_time(
+    hass: HomeAssistant,
+    all_sensors_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """When the window ends, the reset time goes and every request is left again."""
+    await say(hass)
+    entry = all_sensors_entry
+    reset = datetime.fromisoformat(sensor_state(hass, entry, "rate_limit_reset"))
+    remaining = int(sensor_state(hass, entry, "rate_limit_remaining"))
+    limit = entry.runtime_data.client.rate_limit.limit
+    assert remaining < limit
+
+    freezer.move_to(reset + timedelta(seconds=1))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+    assert sensor_state(hass, entry, "rate_limit_reset") == "unknown"
+    assert int(sensor_state(hass, entry, "rate_limit_remaining")) == limit
+
+
 async def test_sensors_follow_the_response_headers(
-    hass: HomeAssistant, config_entry: MockConfigEntry, standin: StandinServer
+    hass: HomeAssistant, all_sensors_entry: MockConfigEntry, standin: StandinServer
 ) -> None:
     """After a request the sensors show what its headers said; no polling."""
+    config_entry = all_sensors_entry
     assert sensor_state(hass, config_entry, "credits_remaining") == "unknown"
     before = len(standin.requests)
 

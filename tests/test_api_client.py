@@ -637,6 +637,22 @@ def test_error_mapping_without_a_documented_body() -> None:
     assert (unknown_code.code, unknown_code.message) == ("teapot", "I am a teapot.")
 
 
+def test_error_text_from_the_cloud_cannot_forge_log_lines() -> None:
+    forged = error_from_response(
+        500,
+        {},
+        b'{"error": {"code": "x\\nERROR forged' + b"y" * 5000 + b'", '
+        b'"message": "Oops.\\n2026-11-26 ERROR (MainThread) [homeassistant] Fake'
+        + b"!" * 10_000
+        + b'"}}',
+    )
+
+    text = str(forged)
+    assert "\n" not in text and "\n" not in (forged.code or "")
+    assert len(forged.message) <= 500
+    assert len(forged.code or "") <= 64
+
+
 # --- Network failures ----------------------------------------------------------
 
 

@@ -38,7 +38,14 @@ EXPECTED_FIGURES = {
     "long_text_memory",
     "long_text_first_audio",
     "long_text_after_lost_hedge",
-    # Figures 10-12: a spoken turn and an announcement through a real hass.
+    # Figure 10: the satellite's on-device wake word.
+    "wake_miss_rate",
+    "wake_false_activations",
+    "wake_listen_cpu",
+    "wake_to_command_audio",
+    # Figure 11: the event loop while the client joins and reads huge answers.
+    "loop_stall",
+    # Figures 12-14: a spoken turn and an announcement through a real hass.
     *TURN_FIGURES,
     "turn_stt_growth",
     "announce_first_audio",

@@ -24,6 +24,8 @@ from tests.audio import decode_pcm, probe
 from tests.harness.standin import StandinServer, transcribe_pcm
 from tests.test_tts import TTS_ENTITY, speak
 
+from .conftest import make_entry
+
 SUBENTRY_TYPE = "cloned_voice"
 
 
@@ -107,6 +109,7 @@ async def test_create_speak_reconfigure_remove(
     media_ready: None,
     config_entry: MockConfigEntry,
     standin: StandinServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A voice from the media folder is stored, listed, spoken, replaced, removed."""
     write_tone(media_dir / "grandma.wav", 12.0)
@@ -194,10 +197,12 @@ async def test_create_speak_reconfigure_remove(
     )
     assert clone_requests[1].form["model"] == "cosyvoice2"
 
-    # Removal deletes the recording and the voice.
+    # Removal deletes the recording and the voice, without an error on the way.
+    caplog.clear()
     assert hass.config_entries.async_remove_subentry(config_entry, subentry_id)
     await hass.async_block_till_done()
     assert stored_files(hass, config_entry) == []
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
     stream = tts.async_create_stream(
         hass, TTS_ENTITY, "en", {"voice": f"clone:{subentry_id}"}
     )
@@ -320,6 +325,68 @@ async def test_bad_sources_are_refused(
     assert result["type"] is FlowResultType.FORM
     assert result["errors"] == errors
     assert stored_files(hass, config_entry) == []
+
+
+async def test_an_upload_and_a_source_together_are_refused(
+    hass: HomeAssistant,
+    hass_client,
+    config_dir: Path,
+    media_dir: Path,
+    media_ready: None,
+    config_entry: MockConfigEntry,
+) -> None:
+    """One recording per voice: the form says to give only one of the two."""
+    file_id = await upload(hass_client, write_tone(media_dir / "upload.wav", 12.0))
+    write_tone(media_dir / "voice.wav", 12.0)
+    result = await add_voice(
+        hass,
+        config_entry,
+        name="Twice",
+        recording=file_id,
+        recording_source="media-source://media_source/local/voice.wav",
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "recording_twice"}
+    assert stored_files(hass, config_entry) == []
+    assert not config_entry.subentries
+
+
+async def test_a_voice_can_be_added_while_the_entry_is_not_loaded(
+    hass: HomeAssistant,
+    config_dir: Path,
+    media_dir: Path,
+    media_ready: None,
+    standin: StandinServer,
+) -> None:
+    """Without a catalogue (cloud away at start-up) every language is offered."""
+    entry = make_entry(standin)
+    entry.add_to_hass(hass)
+    write_tone(media_dir / "voice.wav", 12.0)
+
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_TYPE), context={"source": SOURCE_USER}
+    )
+    language = next(
+        value
+        for key, value in result["data_schema"].schema.items()
+        if str(key) == "language"
+    )
+    assert "languages" not in language.config  # no list: any language
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            "name": "Oma",
+            "recording_source": "media-source://media_source/local/voice.wav",
+            "model": "chatterbox",
+            "language": "de",
+        },
+    )
+
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    [subentry] = entry.subentries.values()
+    assert subentry.title == "Oma"
+    assert subentry.data["language"] == "de"
+    assert len(stored_files(hass, entry)) == 1
 
 
 async def test_local_only_entries_offer_no_cloned_voices(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import replace
+import json
+from pathlib import Path
 from unittest.mock import AsyncMock, patch
 
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
@@ -12,6 +15,7 @@ from homeassistant.data_entry_flow import FlowResultType, UnknownFlow
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.tts_ai.catalogue import Catalogue
 from custom_components.tts_ai.config_flow import key_fingerprint
 from custom_components.tts_ai.const import CONF_BASE_URL, DOMAIN
 from tests.harness.standin import DEFAULT_API_KEY, Fault, StandinServer
@@ -258,10 +262,41 @@ async def test_reconfigure_keeps_the_stored_key_when_left_empty(
     assert entry.unique_id == key_fingerprint(DEFAULT_API_KEY)
 
 
+def field_selector(result: dict, name: str) -> dict:
+    """The serialised selector of a form field, as the frontend receives it."""
+    for key, value in result["data_schema"].schema.items():
+        if str(key) == name:
+            return value.serialize()["selector"]
+    raise AssertionError(f"{name} is not in the form")
+
+
+def field_names(result: dict) -> list[str]:
+    """The form's fields in the order the frontend shows them."""
+    return [str(key) for key in result["data_schema"].schema]
+
+
+async def test_options_show_the_chosen_models_voices_by_name(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    """Voices are the chosen model's, by display name; languages by code for names."""
+    result = await hass.config_entries.options.async_init(config_entry.entry_id)
+    voices = field_selector(result, "voice")["select"]["options"]
+    # Only Kokoro's voices (the entry's model), no model ids in the labels.
+    assert {"value": "af_bella", "label": "Bella (en)"} in voices
+    assert not any(v["value"] == "en_US-joe-medium" for v in voices)
+    assert not any("kokoro" in v["label"] for v in voices)
+    # The frontend names languages itself (HA's language picker); only the
+    # model's languages are offered.
+    language = field_selector(result, "language")["language"]
+    assert language["languages"] == sorted(["en", "ja", "ko", "zh", "fr", "es"])
+    # Formats are labelled through the translations, not shown as raw values.
+    assert field_selector(result, "format")["select"]["translation_key"] == "format"
+
+
 async def test_options_flow_validates_combinations(
     hass: HomeAssistant, config_entry: MockConfigEntry
 ) -> None:
-    """A voice of another model or an unsupported language is refused."""
+    """After another model is chosen, the form comes back with its voices."""
     result = await hass.config_entries.options.async_init(config_entry.entry_id)
     assert result["type"] is FlowResultType.FORM
     base = {
@@ -273,15 +308,33 @@ async def test_options_flow_validates_combinations(
         "stt_model": "whisper",
     }
     result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {**base, "voice": "en_US-joe-medium"}
+        result["flow_id"], {**base, "model": "piper", "language": "ja"}
     )
+    assert result["step_id"] == "init"
     assert result["errors"] == {"voice": "voice_model_mismatch"}
-    result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {**base, "language": "de"}
+    voices = field_selector(result, "voice")["select"]["options"]
+    assert {v["value"] for v in voices} == {
+        "en_US-joe-medium",
+        "en_US-lessac-medium",
+        "en_GB-alan-medium",
+        "de_DE-thorsten-medium",
+        "es_ES-davefx-medium",
+        "fr_FR-siwis-medium",
+    }
+    assert field_selector(result, "language")["language"]["languages"] == sorted(
+        ["en", "de", "es", "fr"]
     )
-    assert result["errors"] == {"language": "language_not_supported"}
+    # A voice and a language of the new model are suggested, not forced.
+    suggested = {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+    assert suggested["language"] == "en"
+    assert suggested["voice"] == "en_GB-alan-medium"
+    chosen = {**base, "model": "piper", "voice": "en_US-joe-medium", "speed": 0.75}
     result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {**base, "speed": 0.75}
+        result["flow_id"], chosen
     )
     assert result["step_id"] == "fallback"
     result = await hass.config_entries.options.async_configure(
@@ -291,8 +344,196 @@ async def test_options_flow_validates_combinations(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()
     assert config_entry.options["speed"] == 0.75
+    assert config_entry.options["voice"] == "en_US-joe-medium"
     assert config_entry.options["hedge_deadline"] == 1.0
     assert config_entry.state is ConfigEntryState.LOADED
+
+
+OPTIONS = {
+    "model": "kokoro",
+    "voice": "af_bella",
+    "language": "en",
+    "format": "mp3",
+    "speed": 1.0,
+    "stt_model": "whisper",
+}
+
+
+def _without(catalogue: Catalogue, vanished: str) -> Catalogue:
+    """The catalogue after a refresh that took one thing away."""
+    if vanished == "voice":
+        return replace(
+            catalogue, voices=tuple(v for v in catalogue.voices if v.id != "af_bella")
+        )
+    if vanished == "model":
+        return replace(
+            catalogue, models=tuple(m for m in catalogue.models if m.id != "kokoro")
+        )
+    return replace(
+        catalogue,
+        models=tuple(
+            replace(m, languages=[lang for lang in m.languages if lang != "en"])
+            if m.id == "kokoro"
+            else m
+            for m in catalogue.models
+        ),
+    )
+
+
+def suggested_values(result: dict) -> dict[str, object]:
+    return {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+
+
+@pytest.mark.parametrize(
+    ("vanished", "errors"),
+    [
+        ("voice", {"voice": "unknown_voice"}),
+        ("model", {"model": "unknown_model"}),
+        ("language", {"language": "language_not_supported"}),
+    ],
+)
+async def test_options_after_the_catalogue_changed_under_the_open_form(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    vanished: str,
+    errors: dict[str, str],
+) -> None:
+    """A refresh while the form is open: what was offered may be gone; say what."""
+    result = await hass.config_entries.options.async_init(config_entry.entry_id)
+    coordinator = config_entry.runtime_data.catalogue
+    coordinator.async_set_updated_data(_without(coordinator.data, vanished))
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], OPTIONS
+    )
+
+    assert result["step_id"] == "init"
+    assert result["errors"] == errors
+    suggested = suggested_values(result)
+    if vanished == "voice":
+        # Another of the model's voices is suggested in its place.
+        assert suggested["voice"] != "af_bella"
+        assert coordinator.data.voice(suggested["voice"]).model == "kokoro"
+    elif vanished == "model":
+        # Nothing of a model that is gone to suggest: the entries stay.
+        assert suggested["voice"] == "af_bella"
+    else:
+        assert suggested["language"] == "ja"
+    assert config_entry.options.get("voice") is None
+
+
+async def test_options_take_any_language_for_a_model_that_lists_none(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    """A model without a language list is offered every language, and takes one."""
+    coordinator = config_entry.runtime_data.catalogue
+    catalogue = coordinator.data
+    coordinator.async_set_updated_data(
+        replace(
+            catalogue,
+            models=tuple(
+                replace(m, languages=[]) if m.id == "kokoro" else m
+                for m in catalogue.models
+            ),
+        )
+    )
+    result = await hass.config_entries.options.async_init(config_entry.entry_id)
+
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {**OPTIONS, "language": "de"}
+    )
+
+    assert result["step_id"] == "fallback"
+
+
+async def test_fallback_step_puts_the_mode_first_and_mirrors_away(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    """Mode, hedge deadline, engine; download settings in a collapsed section."""
+    result = await hass.config_entries.options.async_init(config_entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            "model": "kokoro",
+            "voice": "af_bella",
+            "language": "en",
+            "format": "mp3",
+            "speed": 1.0,
+            "stt_model": "whisper",
+        },
+    )
+    assert result["step_id"] == "fallback"
+    assert field_names(result) == [
+        "mode",
+        "hedge_deadline",
+        "local_engine",
+        "model_downloads",
+    ]
+    [downloads] = [
+        value
+        for key, value in result["data_schema"].schema.items()
+        if str(key) == "model_downloads"
+    ]
+    assert downloads.options == {"collapsed": True}
+    assert [str(key) for key in downloads.schema.schema] == [
+        "piper_voices_url",
+        "whisper_models_url",
+        "local_voices",
+        "whisper_model",
+    ]
+    mirror = "http://127.0.0.1:9/mirror/"
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            "mode": "cloud_first",
+            "hedge_deadline": 1.0,
+            "local_engine": "entity",
+            "model_downloads": {
+                "piper_voices_url": mirror,
+                "whisper_models_url": "https://huggingface.co",  # the default
+            },
+        },
+    )
+    # The entity pickers come only with "another engine", on their own step.
+    assert result["step_id"] == "local_entities"
+    assert field_names(result) == ["local_tts_entity", "local_stt_entity"]
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {})
+    assert result["errors"] == {"base": "entity_required"}
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {"local_tts_entity": "tts.other_engine"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert config_entry.options["local_engine"] == "entity"
+    assert config_entry.options["local_tts_entity"] == "tts.other_engine"
+    assert config_entry.options["piper_voices_url"] == mirror
+    assert "whisper_models_url" not in config_entry.options  # the default
+
+
+async def test_every_form_field_is_described() -> None:
+    """Every field of every form has a description under it in the UI."""
+    strings = json.loads(
+        (
+            Path(__file__).parent.parent / "custom_components/tts_ai/strings.json"
+        ).read_text(encoding="utf-8")
+    )
+    steps = [
+        *strings["config"]["step"].items(),
+        *strings["options"]["step"].items(),
+        *strings["config_subentries"]["cloned_voice"]["step"].items(),
+    ]
+    undescribed = []
+    for step_id, step in steps:
+        parts = [step, *step.get("sections", {}).values()]
+        for part in parts:
+            for field in part.get("data", {}):
+                if field not in part.get("data_description", {}):
+                    undescribed.append(f"{step_id}.{field}")
+    assert undescribed == []
 
 
 async def test_abandoned_local_form_does_not_block_a_new_one(
@@ -354,3 +595,31 @@ async def test_local_only_entry_needs_no_key(
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
+
+
+async def test_local_entry_with_another_engine_asks_for_its_entities(
+    hass: HomeAssistant, skip_entry_setup: AsyncMock
+) -> None:
+    """Device only with another engine: the entity pickers are a step of their own."""
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_USER}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "local"}
+    )
+    assert field_names(result) == ["local_engine", "model_downloads"]
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"local_engine": "entity"}
+    )
+    assert result["step_id"] == "local_entities"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["errors"] == {"base": "entity_required"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"local_stt_entity": "stt.other_engine"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["options"] == {
+        "mode": "local_only",
+        "local_engine": "entity",
+        "local_stt_entity": "stt.other_engine",
+    }

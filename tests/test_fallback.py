@@ -11,17 +11,20 @@ from typing import Any
 from unittest.mock import patch
 
 from homeassistant.components import media_source, stt
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    mock_restore_cache_with_extra_data,
+)
 
 from custom_components.tts_ai.local import WhisperEngine
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
-from tests.harness.model_server import ModelServer
+from tests.harness.model_server import FileFault, ModelServer
 from tests.harness.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
 
 from .conftest import make_entry
@@ -148,6 +151,81 @@ async def test_models_are_fetched_at_setup(
     assert (models / "piper" / "en_US-joe-medium" / "en_US-joe-medium.onnx").is_file()
     assert not list(models.rglob("*.part"))
     assert entry.runtime_data.local.piper.loaded_voices == ["en_US-joe-medium"]
+
+
+async def test_two_entries_on_one_models_folder_share_the_downloads(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    model_server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    """A cloud entry and a device-only entry set up together both get ready."""
+    hass.config.config_dir = str(tmp_path)
+    hass.config.language = "en"
+    hass.config.country = "US"
+    assert await async_setup_component(hass, "homeassistant", {})
+    # Slow answers, so both entries surely want the models at the same time.
+    model_server.add_fault("*joe-medium*", FileFault.SLOW, delay=0.3, times=None)
+    cloud = make_entry(
+        standin,
+        mode="cloud_first",
+        piper_voices_url=model_server.piper_base_url,
+        whisper_models_url=model_server.hf_base_url,
+        whisper_model="tiny.en",
+    )
+    device = MockConfigEntry(
+        domain="tts_ai",
+        title="TTS.ai (on device)",
+        unique_id="local_only",
+        data={},
+        options={
+            "mode": "local_only",
+            "local_engine": "built_in",
+            "piper_voices_url": model_server.piper_base_url,
+            "whisper_models_url": model_server.hf_base_url,
+            "whisper_model": "tiny.en",
+        },
+    )
+    cloud.add_to_hass(hass)
+    device.add_to_hass(hass)
+
+    # Loading the integration sets up both entries, their downloads at once.
+    assert await async_setup_component(hass, "tts_ai", {})
+    await asyncio.gather(wait_for_models(hass, cloud), wait_for_models(hass, device))
+
+    # One download per file, however many entries wanted it.
+    assert len(model_server.requests_for("*en_US-joe-medium.onnx")) == 1
+    assert len(model_server.requests_for("*tiny.en/resolve/main/model.bin")) == 1
+    assert not list((tmp_path / "tts_ai" / "models").rglob("*.part"))
+    for entry in (cloud, device):
+        assert entry.runtime_data.local.piper.loaded_voices == ["en_US-joe-medium"]
+
+
+async def test_active_engine_is_known_from_the_start_and_after_a_restart(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    model_server: ModelServer,
+    tmp_path: Path,
+) -> None:
+    """A new entry shows where the next request goes; a restart keeps the last."""
+    entry = await setup_fallback_entry(hass, standin, model_server, tmp_path)
+    assert hass.states.get(ACTIVE_ENGINE).state == "cloud"  # not "unknown"
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    await hass.async_block_till_done()
+
+    mock_restore_cache_with_extra_data(
+        hass,
+        [
+            (
+                State(ACTIVE_ENGINE, "local"),
+                {"native_value": "local", "native_unit_of_measurement": None},
+            )
+        ],
+    )
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for_models(hass, entry)  # the set-up's loading done before unload
+    assert hass.states.get(ACTIVE_ENGINE).state == "local"
+    assert await hass.config_entries.async_unload(entry.entry_id)
 
 
 CLOUD_FAULTS = [
@@ -298,6 +376,33 @@ async def test_missing_packages_raise_a_repair_issue(
     assert issue is not None
     assert issue.translation_placeholders["packages"] == "onnxruntime"
     assert hass.states.get(LOCAL_MODELS).state == "unavailable"
+    assert hass.states.get(TTS_ENTITY) is not None
+
+
+async def test_packages_repair_goes_when_the_entry_turns_cloud_only(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """Without an on-device engine, the missing-packages repair no longer applies."""
+    entry = make_entry(standin, mode="cloud_first")
+    entry.add_to_hass(hass)
+    with patch(
+        "custom_components.tts_ai.local_speech.missing_packages",
+        return_value=["onnxruntime"],
+    ):
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        issue_id = f"local_packages_{entry.entry_id}"
+        assert issue_registry.async_get_issue("tts_ai", issue_id) is not None
+
+        hass.config_entries.async_update_entry(
+            entry, options={**entry.options, "mode": "cloud_only"}
+        )
+        assert await hass.config_entries.async_reload(entry.entry_id)
+        await hass.async_block_till_done()
+
+    assert issue_registry.async_get_issue("tts_ai", issue_id) is None
     assert hass.states.get(TTS_ENTITY) is not None
 
 
@@ -486,8 +591,12 @@ async def test_local_only_options_skip_the_cloud_step(
         result["flow_id"],
         {
             "local_engine": "built_in",
-            "local_voices": ["en_US-joe-medium"],
-            "whisper_model": "tiny.en",
+            "model_downloads": {
+                "piper_voices_url": model_server.piper_base_url,
+                "whisper_models_url": model_server.hf_base_url,
+                "local_voices": ["en_US-joe-medium"],
+                "whisper_model": "tiny.en",
+            },
         },
     )
     assert result["type"] == "create_entry"

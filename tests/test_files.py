@@ -72,3 +72,26 @@ def test_failed_rename_leaves_no_temporary(tmp_path: Path) -> None:
 
     assert [p.name for p in path.parent.iterdir()] == ["taken"]
     assert path.is_dir()
+
+
+def test_a_leftover_temporary_of_the_same_name_is_stepped_around(
+    tmp_path: Path,
+) -> None:
+    """A stale temporary (say, from a crash) never blocks nor corrupts a write."""
+    from unittest.mock import patch
+
+    folder = tmp_path / "voices"
+    folder.mkdir()
+    target = folder / "voice.wav"
+    stale = folder / ".voice.wav.aaaaaaaaaaaa.tmp"
+    stale.write_bytes(b"stale")
+    names = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+
+    with patch(
+        "custom_components.tts_ai.files.secrets.token_hex", lambda _n: next(names)
+    ):
+        write_atomically(target, b"new")
+
+    assert target.read_bytes() == b"new"
+    assert stale.read_bytes() == b"stale"  # someone else's file, left alone
+    assert sorted(p.name for p in folder.iterdir()) == [stale.name, target.name]

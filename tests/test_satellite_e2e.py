@@ -10,6 +10,13 @@ from ``satellite/``, a process)
 is handed a WAV of "What time is it?" spoken by Piper; it must print what it
 heard and the reply, and write reply audio that is speech of that reply.
 
+The live mode runs the satellite's real sound path: PortAudio (pyaudio)
+captures from, and plays into, ALSA's ``file`` plugin (no sound hardware).
+The microphone is a FIFO this test feeds in real time with room noise and,
+at its moment, "Okay Nabu, turn on the kitchen lights."; the on-device wake
+word must start the turn, Home Assistant must switch the demo kitchen light
+on, and the reply must come out of the speaker as speech Whisper understands.
+
 One Home Assistant serves the module (its start and the model download are
 the slow part); the reconnect test restarts it.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 import json
@@ -36,6 +44,7 @@ import pytest
 import pytest_socket
 
 from tests.harness import realhass
+from tests.harness.alsa_room import AlsaRoom
 from tests.harness.standin.engines import synthesize_pcm, transcribe_samples, wav_bytes
 from tts_ai_satellite.ha import HomeAssistant, choose_pipeline
 from tts_ai_satellite.resample import resample
@@ -136,7 +145,7 @@ class AssistHome:
 def _configuration(tmp: Path, port: int) -> dict[str, Any]:
     """The developer's configuration, on a free port, English (US), no demo."""
     configuration = realhass.load_configuration(realhass.DEFAULT_CONFIG_DIR)
-    configuration.pop("demo", None)  # nothing here needs its devices
+    # The demo integration's lights are what the live-mode test switches on.
     configuration["homeassistant"] = {
         "name": "Satellite test",
         "language": "en",
@@ -196,8 +205,10 @@ def _add_local_only_entry(url: str, token: str, piper_url: str, hf_url: str) -> 
         token=token,
         json_body={
             "local_engine": "built_in",
-            "piper_voices_url": piper_url,
-            "whisper_models_url": hf_url,
+            "model_downloads": {
+                "piper_voices_url": piper_url,
+                "whisper_models_url": hf_url,
+            },
         },
     )
     assert created.status == 200 and created.body["type"] == "create_entry", created
@@ -215,9 +226,11 @@ def _add_local_only_entry(url: str, token: str, piper_url: str, hf_url: str) -> 
         token=token,
         json_body={
             "local_engine": "built_in",
-            "piper_voices_url": piper_url,
-            "whisper_models_url": hf_url,
-            "whisper_model": "tiny.en",
+            "model_downloads": {
+                "piper_voices_url": piper_url,
+                "whisper_models_url": hf_url,
+                "whisper_model": "tiny.en",
+            },
         },
     )
     assert saved.status == 200 and saved.body["type"] == "create_entry", saved
@@ -603,3 +616,121 @@ def test_satellite_reconnects_after_home_assistant_restarts(
     assert "Traceback" not in stderr.text
     assert home.token not in stdout.text + stderr.text
     print(stderr.text[-3000:])
+
+
+# --- live mode: microphone and speaker through ALSA's file plugin --------------------
+
+WAKE_COMMAND = "Okay Nabu, turn on the kitchen lights."
+NO_WAKE_COMMAND = "Please turn on the kitchen lights."
+KITCHEN_LIGHTS = "Kitchen Lights"
+
+
+@pytest.fixture
+def room(tmp_path: Path) -> Iterator[AlsaRoom]:
+    room = AlsaRoom(tmp_path)
+    yield room
+    room.close()
+
+
+def _say(room: AlsaRoom, text: str) -> None:
+    """``text`` in Piper's joe voice, into the room's microphone."""
+    spoken = synthesize_pcm(text)
+    samples = np.frombuffer(spoken.pcm, dtype="<i2")
+    room.play(resample(samples, spoken.sample_rate, WHISPER_RATE))
+
+
+def _kitchen_lights(home: AssistHome) -> dict[str, Any]:
+    return next(
+        state
+        for state in home.get("/api/states")
+        if state["attributes"].get("friendly_name") == KITCHEN_LIGHTS
+    )
+
+
+def _switch_off(home: AssistHome, entity_id: str) -> None:
+    answer = realhass.http_request(
+        "POST",
+        f"{home.url}/api/services/light/turn_off",
+        token=home.token,
+        json_body={"entity_id": entity_id},
+    )
+    assert answer.status == 200, answer
+    assert _kitchen_lights(home)["state"] == "off"
+
+
+@contextlib.contextmanager
+def _live_satellite(
+    home: AssistHome, room: AlsaRoom
+) -> Iterator[tuple[subprocess.Popen[str], _Output, _Output]]:
+    """The satellite on the room's microphone and speaker, listening for Okay Nabu."""
+    satellite = subprocess.Popen(
+        _satellite_args(home, "--wake-word", "okay_nabu", "--debug"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=room.environment,
+    )
+    assert satellite.stdout is not None and satellite.stderr is not None
+    stdout, stderr = _Output(satellite.stdout), _Output(satellite.stderr)
+    try:
+        stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 1, 60)
+        yield satellite, stdout, stderr
+        satellite.send_signal(signal.SIGTERM)
+        assert satellite.wait(timeout=15) == 0  # a clean exit
+    finally:
+        if satellite.poll() is None:
+            satellite.kill()
+            satellite.wait()
+        stdout.join()
+        stderr.join()
+        print(stderr.text[-4000:])
+    assert "Traceback" not in stderr.text
+    assert home.token not in stdout.text + stderr.text
+
+
+def test_live_wake_word_turns_the_light_on_and_the_reply_is_heard(
+    socket_enabled: None, home: AssistHome, room: AlsaRoom
+) -> None:
+    """Hands-free: noise, "Okay Nabu, turn on the kitchen lights.", noise."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    with _live_satellite(home, room) as (_satellite, stdout, stderr):
+        _say(room, WAKE_COMMAND)
+        stdout.wait_for(lambda lines: any(x.startswith("reply: ") for x in lines), 90)
+        stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 2, 60)
+        time.sleep(2)  # room noise only: nothing more happens
+    heard = next(x for x in stdout.lines if x.startswith("heard: "))
+    reply = next(x for x in stdout.lines if x.startswith("reply: "))[len("reply: ") :]
+    assert _words(heard) == ["heard", "turn", "on", "the", "kitchen", "lights"], heard
+    assert _kitchen_lights(home)["state"] == "on"
+    assert stderr.count("Wake word 'Okay Nabu' heard") == 1
+    assert stderr.count("First command audio sent") == 1
+    # The reply came out of the speaker (the longest sound played; the
+    # others are the cues), at the speaker's rate, as speech of the reply.
+    played = max(room.speaker_files(), key=lambda path: path.stat().st_size)
+    rate = int(played.name.split("-")[1].split(".")[0])
+    samples = np.frombuffer(played.read_bytes(), dtype="<i2")
+    audio = resample(samples, rate, WHISPER_RATE).astype(np.float32) / 32768
+    said = set(_words(reply))
+    assert said, reply
+    understood = set(_words(_transcribe(audio)))
+    assert len(said & understood) >= 0.75 * len(said), (reply, understood)
+
+
+def test_live_without_the_wake_word_nothing_is_sent(
+    socket_enabled: None, home: AssistHome, room: AlsaRoom
+) -> None:
+    """A command without "Okay Nabu" runs no pipeline and switches nothing."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    with _live_satellite(home, room) as (_satellite, stdout, stderr):
+        _say(room, NO_WAKE_COMMAND)
+        room.wait_until_said()
+        time.sleep(3)  # more than enough for a turn to have started
+        assert stderr.count("Wake word") == 0
+        assert stderr.count("Pipeline event") == 0
+    assert not any(x.startswith(("heard: ", "reply: ")) for x in stdout.lines)
+    assert _kitchen_lights(home)["state"] == "off"
+    # Not even a cue (PortAudio's probing leaves empty files).
+    assert [path.stat().st_size for path in room.speaker_files()] in ([], [0])

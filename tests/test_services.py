@@ -19,6 +19,7 @@ from homeassistant.components.media_player import (
 from homeassistant.const import SERVICE_VOLUME_SET
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers.service import async_get_all_descriptions
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
@@ -575,3 +576,67 @@ async def test_failed_playback_leaves_no_file(
             media_player_entity_id=PLAYER,
         )
     assert result_files(folders) == []
+
+
+async def test_action_forms_offer_the_catalogue(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    """Voice and model fields list the catalogue by name, not as free text."""
+    descriptions = (await async_get_all_descriptions(hass))[DOMAIN]
+    announce = descriptions["announce"]["fields"]
+    voices = announce["voice"]["selector"]["select"]
+    assert {"value": "af_bella", "label": "Bella (Kokoro)"} in voices["options"]
+    assert {"value": "fr_FR-siwis-medium", "label": "Siwis (Piper) (Piper)"} in (
+        voices["options"]
+    )
+    assert voices["custom_value"] is True  # any id still works
+    models = announce["model"]["selector"]["select"]["options"]
+    assert {"value": "kokoro", "label": "Kokoro"} in models
+    assert all(m["value"] != "whisper" for m in models)  # speech-to-text
+    for service, field in (
+        ("change_voice", "target_voice"),
+        ("restyle_speech", "voice"),
+        ("translate_speech", "voice"),
+    ):
+        options = descriptions[service]["fields"][field]["selector"]["select"]
+        assert {"value": "am_adam", "label": "Adam (Kokoro)"} in options["options"]
+    # The chime: the built-in one as a choice, or a sound picked from media.
+    chime = announce["chime"]["selector"]["choose"]["choices"]
+    assert chime["built_in"]["selector"] == {
+        "constant": {"value": "built_in", "translation_key": "built_in_chime"}
+    }
+    assert chime["media"]["selector"] == {"media": {"accept": ["audio/*"]}}
+
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+    await hass.async_block_till_done()
+    descriptions = (await async_get_all_descriptions(hass))[DOMAIN]
+    assert (
+        descriptions["announce"]["fields"]["voice"]["selector"]["select"]["options"]
+        == []
+    )
+
+
+async def test_announce_chime_picked_in_the_form(
+    hass: HomeAssistant,
+    folders: Folders,
+    config_entry: MockConfigEntry,
+) -> None:
+    """A chime chosen with the media picker plays before the message."""
+    chime = folders.media / "ding.wav"
+    chime.write_bytes(two_tone_chime())
+    plays = async_mock_service(hass, MP_DOMAIN, SERVICE_PLAY_MEDIA)
+
+    response = await call(
+        hass,
+        "announce",
+        message="Dinner is ready.",
+        media_player_entity_id=PLAYER,
+        chime={
+            "media_content_id": "media-source://media_source/local/ding.wav",
+            "media_content_type": "audio/x-wav",
+            "metadata": {"title": "ding.wav"},
+        },
+    )
+
+    assert len(plays) == 1
+    assert response["duration"] > 1.2  # 0.7 s of chime, then the words

@@ -145,6 +145,65 @@ async def test_bad_options_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("options", "translation_key"),
+    [
+        ({"voice": "no_such_voice"}, "unknown_voice"),
+        ({"voice": "clone:no_such_clone"}, "unknown_voice"),
+        ({"speed": 3.0}, "invalid_option"),
+        ({"speed": "fast"}, "invalid_option"),
+        ({"format": "aiff"}, "invalid_option"),
+        ({"model": "no_such_model"}, "invalid_option"),
+    ],
+)
+async def test_speak_with_bad_options_fails_the_action(
+    hass: HomeAssistant,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+    options: dict,
+    translation_key: str,
+) -> None:
+    """tts.speak itself fails on a bad option: no player is handed broken audio."""
+    calls = async_mock_service(hass, MP_DOMAIN, SERVICE_PLAY_MEDIA)
+    before = len(standin.requests)
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            tts.DOMAIN,
+            "speak",
+            {
+                "entity_id": TTS_ENTITY,
+                "media_player_entity_id": "media_player.kitchen",
+                "message": "Hello there.",
+                "options": options,
+            },
+            blocking=True,
+        )
+    assert err.value.translation_key == translation_key
+    assert calls == []
+    assert len(standin.requests) == before
+
+
+async def test_bad_option_in_a_media_url_is_logged_when_fetched(
+    hass: HomeAssistant,
+    hass_client,
+    media_ready: None,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Past tts.speak, HA makes the audio when it is fetched: the error is logged."""
+    media_id = tts.generate_media_source_id(
+        hass, "Hello there.", TTS_ENTITY, "en", {"voice": "no_such_voice"}
+    )
+    media = await media_source.async_resolve_media(hass, media_id, None)
+    client = await hass_client()
+
+    response = await client.get(media.url)
+
+    assert response.status == HTTPStatus.INTERNAL_SERVER_ERROR
+    assert 'The voice "no_such_voice" is not in the TTS.ai catalogue' in caplog.text
+
+
+@pytest.mark.parametrize(
     ("fault", "translation_key", "words"),
     [
         (Fault.INSUFFICIENT_CREDITS, "insufficient_credits", "credits are used up"),
@@ -243,16 +302,19 @@ async def test_options_reach_the_entity_without_restart(
     await hass.async_block_till_done()
 
     flow = await hass.config_entries.options.async_init(entry.entry_id)
+    chosen = {
+        "model": "piper",
+        "voice": "af_bella",
+        "language": "en",
+        "format": "wav",
+        "speed": 1.25,
+        "stt_model": "whisper",
+    }
+    # Another model: the form comes back with its voices; then one is chosen.
+    result = await hass.config_entries.options.async_configure(flow["flow_id"], chosen)
+    assert result["step_id"] == "init"
     result = await hass.config_entries.options.async_configure(
-        flow["flow_id"],
-        {
-            "model": "piper",
-            "voice": "en_US-joe-medium",
-            "language": "en",
-            "format": "wav",
-            "speed": 1.25,
-            "stt_model": "whisper",
-        },
+        flow["flow_id"], {**chosen, "voice": "en_US-joe-medium"}
     )
     result = await hass.config_entries.options.async_configure(
         flow["flow_id"], {"mode": "cloud_only", "local_engine": "built_in"}

@@ -7,13 +7,14 @@ import logging
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_API_KEY, Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import config_validation as cv, issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.storage import Store
 from homeassistant.helpers.typing import ConfigType
 
 from .account import async_delete_account_issues, async_track_account_issues
+from .action_fields import async_update_action_fields
 from .api import DEFAULT_BASE_URL, TtsAiClient
 from .cloned_voices import async_remove_recordings, async_track_recordings
 from .const import (
@@ -26,7 +27,7 @@ from .const import (
 )
 from .coordinator import CatalogueCoordinator, catalogue_store
 from .fallback import DEFAULT_HEDGE_DEADLINE, FallbackPolicy, Mode
-from .local_speech import LocalSpeech, create_local_speech
+from .local_speech import LocalSpeech, create_local_speech, packages_issue_id
 from .services import async_setup_services
 from .tasks import async_remove_tasks, async_setup_tasks
 
@@ -162,8 +163,19 @@ async def async_setup_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> boo
     if mode is not Mode.CLOUD_ONLY:
         data.local = create_local_speech(hass, entry)
         await data.local.async_prepare()
+    else:  # no on-device engine: its missing-packages repair no longer applies
+        ir.async_delete_issue(hass, DOMAIN, packages_issue_id(entry.entry_id))
     entry.runtime_data = data
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    if data.catalogue is not None:
+        # The action forms offer the catalogue's voices; listening also keeps
+        # the coordinator refreshing every CATALOGUE_REFRESH_HOURS.
+        @callback
+        def catalogue_refreshed() -> None:
+            hass.async_create_task(async_update_action_fields(hass))
+
+        entry.async_on_unload(data.catalogue.async_add_listener(catalogue_refreshed))
+        await async_update_action_fields(hass, loading=entry)
     return True
 
 
@@ -172,6 +184,9 @@ async def async_unload_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> bo
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded and entry.runtime_data.local is not None:
         await entry.runtime_data.local.async_close()
+    if unloaded and entry.runtime_data.catalogue is not None:
+        # Its voices are offered no more.
+        await async_update_action_fields(hass, unloading=entry)
     return unloaded
 
 
@@ -181,7 +196,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: TtsAiConfigEntry) -> No
     await Store(
         hass, STATE_STORAGE_VERSION, f"{DOMAIN}.state.{entry.entry_id}"
     ).async_remove()
-    ir.async_delete_issue(hass, DOMAIN, f"local_packages_{entry.entry_id}")
+    ir.async_delete_issue(hass, DOMAIN, packages_issue_id(entry.entry_id))
     async_delete_account_issues(hass, entry.entry_id)
     await async_remove_recordings(hass, entry.entry_id)
     await async_remove_tasks(hass, entry.entry_id)

@@ -54,7 +54,11 @@ class Catalogue:
     def voices_for_language(self, language: str) -> list[Voice]:
         """Return the voices that speak a language (`en-US` matches `en`)."""
         wanted = base_language(language)
-        return [v for v in self.voices if base_language(v.language) == wanted]
+        return [
+            v
+            for v in self.voices
+            if v.language is not None and base_language(v.language) == wanted
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable form, for storage."""

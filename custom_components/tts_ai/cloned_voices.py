@@ -274,12 +274,21 @@ async def async_track_recordings(
         unused = set(known.values()) - set(current.values())
         known = current
         if unused:
-            hass.async_create_background_task(
-                hass.async_add_executor_job(_delete_files, folder, unused),
+            # A task wants a coroutine (an executor future is refused); a
+            # tracked one, so Home Assistant waits for it like any short job.
+            hass.async_create_task(
+                _async_delete_files(hass, folder, unused),
                 f"tts_ai delete recordings of {entry.entry_id}",
             )
 
     return async_dispatcher_connect(hass, SIGNAL_CONFIG_ENTRY_CHANGED, entry_changed)
+
+
+async def _async_delete_files(
+    hass: HomeAssistant, folder: Path, names: set[str]
+) -> None:
+    """Delete recordings no subentry uses any more, off the event loop."""
+    await hass.async_add_executor_job(_delete_files, folder, names)
 
 
 async def async_remove_recordings(hass: HomeAssistant, entry_id: str) -> None:

@@ -17,7 +17,7 @@ from homeassistant.config_entries import (
     SubentryFlowResult,
 )
 from homeassistant.const import CONF_API_KEY, CONF_NAME
-from homeassistant.core import callback
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.data_entry_flow import section
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
@@ -25,6 +25,8 @@ from homeassistant.helpers.selector import (
     EntitySelectorConfig,
     FileSelector,
     FileSelectorConfig,
+    LanguageSelector,
+    LanguageSelectorConfig,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -36,9 +38,9 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
-import voluptuous as vol
+import probatio
 
-from . import TtsAiConfigEntry, create_client
+from . import TtsAiConfigEntry, TtsAiData, create_client
 from .api import (
     DEFAULT_BASE_URL,
     SPEED_RANGE,
@@ -100,12 +102,15 @@ _LOGGER = logging.getLogger(__name__)
 LOCAL_ONLY_UNIQUE_ID = "local_only"
 # CTranslate2 Whisper models offered in the options (any other name works too).
 WHISPER_MODELS = ("tiny", "tiny.en", "base", "base.en", "small", "small.en")
-# The cloud form's collapsed section (a form name, not an option).
+# The collapsed section with where the on-device models come from (a form
+# name, not an option: its fields are stored flat in the options).
 MODEL_DOWNLOADS_SECTION = "model_downloads"
 MODEL_DOWNLOAD_DEFAULTS: dict[str, Any] = {
     CONF_PIPER_VOICES_URL: PIPER_VOICES_URL,
     CONF_WHISPER_MODELS_URL: HF_URL,
 }
+# The step that asks for "another engine"'s entities, in both flows.
+STEP_LOCAL_ENTITIES = "local_entities"
 
 _KEY_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))
 _URL_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.URL))
@@ -118,12 +123,12 @@ def key_fingerprint(api_key: str) -> str:
 
 def _credentials_schema(
     defaults: Mapping[str, Any], *, key_required: bool = True
-) -> vol.Schema:
-    key_field = vol.Required if key_required else vol.Optional
-    return vol.Schema(
+) -> probatio.Schema:
+    key_field = probatio.Required if key_required else probatio.Optional
+    return probatio.Schema(
         {
             key_field(CONF_API_KEY): _KEY_SELECTOR,
-            vol.Optional(
+            probatio.Optional(
                 CONF_BASE_URL,
                 default=defaults.get(CONF_BASE_URL, DEFAULT_BASE_URL),
             ): _URL_SELECTOR,
@@ -131,7 +136,7 @@ def _credentials_schema(
     )
 
 
-def _cloud_schema() -> vol.Schema:
+def _cloud_schema() -> probatio.Schema:
     """Return the key and URL fields, and (collapsed) where models come from.
 
     The models are fetched as soon as the entry is set up, i.e. right after
@@ -139,12 +144,14 @@ def _cloud_schema() -> vol.Schema:
     """
     return _credentials_schema({}).extend(
         {
-            vol.Optional(MODEL_DOWNLOADS_SECTION): section(
-                vol.Schema(
+            probatio.Optional(MODEL_DOWNLOADS_SECTION): section(
+                probatio.Schema(
                     {
-                        vol.Optional(
+                        probatio.Optional(
                             field,
-                            default=MODEL_DOWNLOAD_DEFAULTS.get(field, vol.UNDEFINED),
+                            default=MODEL_DOWNLOAD_DEFAULTS.get(
+                                field, probatio.UNDEFINED
+                            ),
                         ): selector
                         for field, selector in _model_download_fields().items()
                     }
@@ -155,27 +162,6 @@ def _cloud_schema() -> vol.Schema:
     )
 
 
-def _model_download_fields() -> dict[str, Any]:
-    return {
-        CONF_PIPER_VOICES_URL: _URL_SELECTOR,
-        CONF_WHISPER_MODELS_URL: _URL_SELECTOR,
-        CONF_LOCAL_VOICES: TextSelector(TextSelectorConfig(multiple=True)),
-        CONF_WHISPER_MODEL: _select(
-            [SelectOptionDict(value=m, label=m) for m in WHISPER_MODELS], custom=True
-        ),
-    }
-
-
-def _model_download_options(user_input: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the section's answers that differ from the defaults (which may change)."""
-    given = user_input.get(MODEL_DOWNLOADS_SECTION) or {}
-    return {
-        field: value
-        for field, value in given.items()
-        if value and value != MODEL_DOWNLOAD_DEFAULTS.get(field)
-    }
-
-
 class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up a TTS.ai account."""
 
@@ -183,6 +169,10 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
     # rest; __init__.async_migrate_entry brings older entries up to date.
     VERSION = ENTRY_VERSION
     MINOR_VERSION = ENTRY_MINOR_VERSION
+
+    def __init__(self) -> None:
+        """Start with no answers."""
+        self._local_options: dict[str, Any] = {}
 
     async def _validate(self, api_key: str, base_url: str) -> dict[str, str]:
         """Try the key against the catalogue endpoint; return form errors."""
@@ -246,13 +236,41 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
         await self.async_set_unique_id(LOCAL_ONLY_UNIQUE_ID, raise_on_progress=False)
         self._abort_if_unique_id_configured()
         if user_input is not None:
-            return self.async_create_entry(
-                title="TTS.ai (on device)",
-                data={},
-                options={CONF_MODE: Mode.LOCAL_ONLY, **user_input},
-            )
+            self._local_options = {
+                CONF_MODE: Mode.LOCAL_ONLY,
+                CONF_LOCAL_ENGINE: user_input[CONF_LOCAL_ENGINE],
+                **_model_download_options(user_input),
+            }
+            if user_input[CONF_LOCAL_ENGINE] == LOCAL_ENGINE_ENTITY:
+                return await self.async_step_local_entities()
+            return self._create_local_entry()
         return self.async_show_form(
-            step_id="local", data_schema=_local_engine_schema(self.hass, {})
+            step_id="local", data_schema=_local_engine_schema({})
+        )
+
+    async def async_step_local_entities(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask which entities "another engine" is (shown only for that engine)."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if user_input.get(CONF_LOCAL_TTS_ENTITY) or user_input.get(
+                CONF_LOCAL_STT_ENTITY
+            ):
+                self._local_options.update(user_input)
+                return self._create_local_entry()
+            errors["base"] = "entity_required"
+        return self.async_show_form(
+            step_id=STEP_LOCAL_ENTITIES,
+            data_schema=self.add_suggested_values_to_schema(
+                _local_entities_schema(self.hass), user_input
+            ),
+            errors=errors,
+        )
+
+    def _create_local_entry(self) -> ConfigFlowResult:
+        return self.async_create_entry(
+            title="TTS.ai (on device)", data={}, options=self._local_options
         )
 
     async def async_step_reauth(
@@ -310,7 +328,7 @@ class TtsAiConfigFlow(ConfigFlow, domain=DOMAIN):
         schema = (
             _credentials_schema(entry.data, key_required=False)
             if with_url
-            else vol.Schema({vol.Required(CONF_API_KEY): _KEY_SELECTOR})
+            else probatio.Schema({probatio.Required(CONF_API_KEY): _KEY_SELECTOR})
         )
         return self.async_show_form(
             step_id=step_id,
@@ -354,43 +372,67 @@ def _select(
     return SelectSelector(config)
 
 
-def _options_schema(catalogue: Catalogue) -> vol.Schema:
+def _options_schema(catalogue: Catalogue, model_id: str) -> probatio.Schema:
+    """Return the cloud settings; voices and languages are the model's own.
+
+    A form cannot change as a field is edited: after another model is chosen,
+    the form comes back once with that model's voices and languages.
+    """
     low, high = SPEED_RANGE
     tts_models = [
         SelectOptionDict(value=m.id, label=m.name) for m in catalogue.tts_models
     ]
-    voices = [
-        SelectOptionDict(value=v.id, label=f"{v.name} ({v.model}, {v.language})")
-        for v in sorted(catalogue.voices, key=lambda v: (v.language, v.name))
-    ]
+    model = catalogue.model(model_id)
     stt_models = [
         SelectOptionDict(value=m.id, label=m.name) for m in catalogue.stt_models
     ] or [SelectOptionDict(value=DEFAULT_STT_MODEL, label=DEFAULT_STT_MODEL)]
-    languages = [
-        SelectOptionDict(value=lang, label=lang) for lang in catalogue.tts_languages
-    ]
-    return vol.Schema(
+    languages = (model.languages if model else None) or catalogue.tts_languages
+    return probatio.Schema(
         {
-            vol.Required(CONF_MODEL, default=DEFAULT_MODEL): _select(tts_models),
-            vol.Required(CONF_VOICE, default=DEFAULT_VOICE): _select(voices),
-            vol.Required(CONF_LANGUAGE, default=DEFAULT_LANGUAGE): _select(languages),
-            vol.Required(CONF_FORMAT, default=DEFAULT_FORMAT): _select(
-                [SelectOptionDict(value=f, label=f) for f in TTS_FORMATS]
+            probatio.Required(CONF_MODEL, default=DEFAULT_MODEL): _select(tts_models),
+            probatio.Required(CONF_VOICE, default=DEFAULT_VOICE): _select(
+                _voice_options(catalogue, model_id)
             ),
-            vol.Required(CONF_SPEED, default=DEFAULT_SPEED): NumberSelector(
+            probatio.Required(
+                CONF_LANGUAGE, default=DEFAULT_LANGUAGE
+            ): LanguageSelector(LanguageSelectorConfig(languages=sorted(languages))),
+            probatio.Required(CONF_FORMAT, default=DEFAULT_FORMAT): _select(
+                [SelectOptionDict(value=f, label=f) for f in TTS_FORMATS],
+                translation_key=CONF_FORMAT,
+            ),
+            probatio.Required(CONF_SPEED, default=DEFAULT_SPEED): NumberSelector(
                 NumberSelectorConfig(
                     min=low, max=high, step=0.05, mode=NumberSelectorMode.SLIDER
                 )
             ),
-            vol.Required(CONF_STT_MODEL, default=DEFAULT_STT_MODEL): _select(
+            probatio.Required(CONF_STT_MODEL, default=DEFAULT_STT_MODEL): _select(
                 stt_models
             ),
             # For the voice-chat agent; it answers with the voice and model above.
-            vol.Optional(CONF_SYSTEM_PROMPT): TextSelector(
+            probatio.Optional(CONF_SYSTEM_PROMPT): TextSelector(
                 TextSelectorConfig(multiline=True)
             ),
         }
     )
+
+
+def _voice_options(catalogue: Catalogue, model_id: str) -> list[SelectOptionDict]:
+    """Return the model's voices by display name, grouped by language.
+
+    The language is named only when the model's voices speak several.
+    """
+    voices = sorted(
+        (v for v in catalogue.voices if v.model == model_id),
+        key=lambda v: (v.language or "", v.name.casefold()),
+    )
+    several = len({v.language for v in voices}) > 1
+    return [
+        SelectOptionDict(
+            value=v.id,
+            label=f"{v.name} ({v.language})" if several and v.language else v.name,
+        )
+        for v in voices
+    ]
 
 
 class TtsAiOptionsFlow(OptionsFlowWithReload):
@@ -412,16 +454,19 @@ class TtsAiOptionsFlow(OptionsFlowWithReload):
             return await self.async_step_fallback()
         catalogue = runtime_data.catalogue.data
         errors: dict[str, str] = {}
+        suggested: Mapping[str, Any] = entry.options
         if user_input is not None:
             errors = _check_options(catalogue, user_input)
             if not errors:
                 # An emptied optional field is left out of user_input: clear it.
                 self._options.update({CONF_SYSTEM_PROMPT: "", **user_input})
                 return await self.async_step_fallback()
+            suggested = _refit_to_model(catalogue, user_input)
         return self.async_show_form(
             step_id="init",
             data_schema=self.add_suggested_values_to_schema(
-                _options_schema(catalogue), user_input or entry.options
+                _options_schema(catalogue, suggested.get(CONF_MODEL, DEFAULT_MODEL)),
+                suggested,
             ),
             errors=errors,
         )
@@ -432,106 +477,200 @@ class TtsAiOptionsFlow(OptionsFlowWithReload):
         """Choose the mode and the on-device engine."""
         entry = self.config_entry
         cloud = bool(entry.data.get(CONF_API_KEY))
-        errors: dict[str, str] = {}
         if user_input is not None:
-            options = {**entry.options, **self._options, **user_input}
+            options = {**entry.options, **self._options}
+            options.update(
+                {k: v for k, v in user_input.items() if k != MODEL_DOWNLOADS_SECTION}
+            )
+            if MODEL_DOWNLOADS_SECTION in user_input:
+                # Defaults and emptied fields are not stored: the default (or
+                # the automatic choice) applies, even a later one.
+                for field in _model_download_fields():
+                    options.pop(field, None)
+                options.update(_model_download_options(user_input))
             if not cloud:
                 options[CONF_MODE] = Mode.LOCAL_ONLY
-            if options.get(CONF_LOCAL_ENGINE) == LOCAL_ENGINE_ENTITY and not (
-                options.get(CONF_LOCAL_TTS_ENTITY) or options.get(CONF_LOCAL_STT_ENTITY)
-            ):
-                errors["base"] = "entity_required"
-            else:
-                return self.async_create_entry(data=options)
-        schema = _local_engine_schema(self.hass, entry.options, advanced=True)
+            self._options = options
+            if options.get(CONF_LOCAL_ENGINE) == LOCAL_ENGINE_ENTITY:
+                return await self.async_step_local_entities()
+            for field in (CONF_LOCAL_TTS_ENTITY, CONF_LOCAL_STT_ENTITY):
+                options.pop(field, None)  # the built-in engine uses none
+            return self.async_create_entry(data=options)
+        fields: dict[Any, Any] = {}
         if cloud:
-            schema = schema.extend(
-                {
-                    vol.Required(
-                        CONF_MODE,
-                        default=entry.options.get(CONF_MODE, Mode.CLOUD_FIRST),
-                    ): _select(
-                        [SelectOptionDict(value=m, label=m) for m in Mode],
-                        translation_key=CONF_MODE,
-                    ),
-                    vol.Required(
-                        CONF_HEDGE_DEADLINE,
-                        default=entry.options.get(
-                            CONF_HEDGE_DEADLINE, DEFAULT_HEDGE_DEADLINE
-                        ),
-                    ): NumberSelector(
-                        NumberSelectorConfig(
-                            min=HEDGE_DEADLINE_RANGE[0],
-                            max=HEDGE_DEADLINE_RANGE[1],
-                            step=0.1,
-                            unit_of_measurement="s",
-                            mode=NumberSelectorMode.SLIDER,
-                        )
-                    ),
-                }
+            fields[
+                probatio.Required(
+                    CONF_MODE, default=entry.options.get(CONF_MODE, Mode.CLOUD_FIRST)
+                )
+            ] = _select(
+                [SelectOptionDict(value=m, label=m) for m in Mode],
+                translation_key=CONF_MODE,
             )
+            fields[
+                probatio.Required(
+                    CONF_HEDGE_DEADLINE,
+                    default=entry.options.get(
+                        CONF_HEDGE_DEADLINE, DEFAULT_HEDGE_DEADLINE
+                    ),
+                )
+            ] = NumberSelector(
+                NumberSelectorConfig(
+                    min=HEDGE_DEADLINE_RANGE[0],
+                    max=HEDGE_DEADLINE_RANGE[1],
+                    step=0.1,
+                    unit_of_measurement="s",
+                    mode=NumberSelectorMode.SLIDER,
+                )
+            )
+        schema = probatio.Schema(fields).extend(
+            _local_engine_schema(entry.options).schema
+        )
         return self.async_show_form(
             step_id="fallback",
             data_schema=self.add_suggested_values_to_schema(
-                schema, user_input or entry.options
+                schema,
+                {
+                    **entry.options,
+                    MODEL_DOWNLOADS_SECTION: {
+                        k: v
+                        for k, v in entry.options.items()
+                        if k in _model_download_fields()
+                    },
+                },
+            ),
+        )
+
+    async def async_step_local_entities(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask which entities "another engine" is (shown only for that engine)."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if user_input.get(CONF_LOCAL_TTS_ENTITY) or user_input.get(
+                CONF_LOCAL_STT_ENTITY
+            ):
+                for field in (CONF_LOCAL_TTS_ENTITY, CONF_LOCAL_STT_ENTITY):
+                    self._options.pop(field, None)  # an emptied picker clears
+                return self.async_create_entry(data={**self._options, **user_input})
+            errors["base"] = "entity_required"
+        return self.async_show_form(
+            step_id=STEP_LOCAL_ENTITIES,
+            data_schema=self.add_suggested_values_to_schema(
+                _local_entities_schema(self.hass), user_input or self._options
             ),
             errors=errors,
         )
 
 
-def _local_engine_schema(
-    hass: Any, options: Mapping[str, Any], *, advanced: bool = False
-) -> vol.Schema:
-    """Return the fields that choose and configure the on-device engine."""
-    own_entities = {
+def _model_download_fields() -> dict[str, Any]:
+    """Return the fields of the collapsed section: where models come from."""
+    return {
+        CONF_PIPER_VOICES_URL: _URL_SELECTOR,
+        CONF_WHISPER_MODELS_URL: _URL_SELECTOR,
+        CONF_LOCAL_VOICES: TextSelector(TextSelectorConfig(multiple=True)),
+        CONF_WHISPER_MODEL: _select(
+            [SelectOptionDict(value=m, label=m) for m in WHISPER_MODELS], custom=True
+        ),
+    }
+
+
+def _model_download_options(user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the section's answers that differ from the defaults (which may change)."""
+    given = user_input.get(MODEL_DOWNLOADS_SECTION) or {}
+    return {
+        field: value
+        for field, value in given.items()
+        if value and value != MODEL_DOWNLOAD_DEFAULTS.get(field)
+    }
+
+
+def _local_engine_schema(options: Mapping[str, Any]) -> probatio.Schema:
+    """Return the engine choice and, collapsed, where its models come from."""
+    return probatio.Schema(
+        {
+            probatio.Required(
+                CONF_LOCAL_ENGINE,
+                default=options.get(CONF_LOCAL_ENGINE, LOCAL_ENGINE_BUILT_IN),
+            ): _select(
+                [SelectOptionDict(value=e, label=e) for e in LOCAL_ENGINES],
+                translation_key=CONF_LOCAL_ENGINE,
+            ),
+            probatio.Optional(MODEL_DOWNLOADS_SECTION): section(
+                probatio.Schema(
+                    {
+                        probatio.Optional(
+                            field,
+                            default=MODEL_DOWNLOAD_DEFAULTS.get(
+                                field, probatio.UNDEFINED
+                            ),
+                        ): selector
+                        for field, selector in _model_download_fields().items()
+                    }
+                ),
+                {"collapsed": True},
+            ),
+        }
+    )
+
+
+def _local_entities_schema(hass: HomeAssistant) -> probatio.Schema:
+    """Return the pickers of "another engine": any TTS or STT entity but ours."""
+    own_entities = sorted(
         entity.entity_id
         for entity in er.async_get(hass).entities.values()
         if entity.platform == DOMAIN
-    }
-    fields: dict[Any, Any] = {
-        vol.Required(
-            CONF_LOCAL_ENGINE,
-            default=options.get(CONF_LOCAL_ENGINE, LOCAL_ENGINE_BUILT_IN),
-        ): _select(
-            [SelectOptionDict(value=e, label=e) for e in LOCAL_ENGINES],
-            translation_key=CONF_LOCAL_ENGINE,
-        ),
-        vol.Optional(CONF_LOCAL_TTS_ENTITY): EntitySelector(
-            EntitySelectorConfig(domain="tts", exclude_entities=sorted(own_entities))
-        ),
-        vol.Optional(CONF_LOCAL_STT_ENTITY): EntitySelector(
-            EntitySelectorConfig(domain="stt", exclude_entities=sorted(own_entities))
-        ),
-        vol.Optional(
-            CONF_PIPER_VOICES_URL,
-            default=options.get(CONF_PIPER_VOICES_URL, PIPER_VOICES_URL),
-        ): _URL_SELECTOR,
-        vol.Optional(
-            CONF_WHISPER_MODELS_URL,
-            default=options.get(CONF_WHISPER_MODELS_URL, HF_URL),
-        ): _URL_SELECTOR,
-    }
-    if advanced:
-        fields[vol.Optional(CONF_LOCAL_VOICES)] = TextSelector(
-            TextSelectorConfig(multiple=True)
-        )
-        fields[vol.Optional(CONF_WHISPER_MODEL)] = _select(
-            [SelectOptionDict(value=m, label=m) for m in WHISPER_MODELS], custom=True
-        )
-    return vol.Schema(fields)
+    )
+    return probatio.Schema(
+        {
+            probatio.Optional(CONF_LOCAL_TTS_ENTITY): EntitySelector(
+                EntitySelectorConfig(domain="tts", exclude_entities=own_entities)
+            ),
+            probatio.Optional(CONF_LOCAL_STT_ENTITY): EntitySelector(
+                EntitySelectorConfig(domain="stt", exclude_entities=own_entities)
+            ),
+        }
+    )
 
 
 def _check_options(catalogue: Catalogue, options: Mapping[str, Any]) -> dict[str, str]:
     """Return form errors for options that do not fit together."""
+    # The form offered only what the catalogue had when it was shown; a
+    # refresh since then may have taken the model or voice away.
     model = catalogue.model(options[CONF_MODEL])
+    if model is None:
+        return {CONF_MODEL: "unknown_model"}
     voice = catalogue.voice(options[CONF_VOICE])
     if voice is None:
         return {CONF_VOICE: "unknown_voice"}
     if voice.model != options[CONF_MODEL]:
         return {CONF_VOICE: "voice_model_mismatch"}
-    if model is not None and options[CONF_LANGUAGE] not in model.languages:
+    # A model that lists no languages is offered every language, so any fits.
+    if model.languages and options[CONF_LANGUAGE] not in model.languages:
         return {CONF_LANGUAGE: "language_not_supported"}
     return {}
+
+
+def _refit_to_model(
+    catalogue: Catalogue, user_input: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Suggest a voice and language of the chosen model after a model change.
+
+    The voice suggested is the model's first voice in the chosen language
+    (any of its voices when none speaks it); the user still confirms.
+    """
+    suggested = dict(user_input)
+    model_id = user_input[CONF_MODEL]
+    if (model := catalogue.model(model_id)) is None:
+        return suggested
+    if model.languages and suggested.get(CONF_LANGUAGE) not in model.languages:
+        suggested[CONF_LANGUAGE] = model.languages[0]
+    voice = catalogue.voice(suggested.get(CONF_VOICE, ""))
+    if voice is None or voice.model != model_id:
+        own = [v for v in catalogue.voices if v.model == model_id]
+        speaking = [v for v in own if v.language == suggested.get(CONF_LANGUAGE)] or own
+        if speaking:
+            suggested[CONF_VOICE] = sorted(speaking, key=lambda v: v.name)[0].id
+    return suggested
 
 
 # The two ways to give a recording: an upload, or a file HA already has.
@@ -618,30 +757,42 @@ class ClonedVoiceSubentryFlow(ConfigSubentryFlow):
         )
 
     def _catalogue(self) -> Catalogue | None:
-        runtime_data = getattr(self._get_entry(), "runtime_data", None)
+        # An entry that is not loaded has no runtime data at all.
+        runtime_data: TtsAiData | None = getattr(
+            self._get_entry(), "runtime_data", None
+        )
         if runtime_data is None or runtime_data.catalogue is None:
             return None
         return runtime_data.catalogue.data
 
 
-def _voice_schema(catalogue: Catalogue | None) -> vol.Schema:
-    """Return the cloned-voice form; languages come from the catalogue."""
-    languages = (
-        catalogue.tts_languages if catalogue and catalogue.tts_languages else []
-    ) or [DEFAULT_LANGUAGE]
-    return vol.Schema(
+def _voice_schema(catalogue: Catalogue | None) -> probatio.Schema:
+    """Return the cloned-voice form; names and languages come from the catalogue."""
+    models = [
+        SelectOptionDict(
+            value=m,
+            label=model.name if catalogue and (model := catalogue.model(m)) else m,
+        )
+        for m in CLONE_MODELS
+    ]
+    languages = catalogue.tts_languages if catalogue else []
+    return probatio.Schema(
         {
-            vol.Required(CONF_NAME): TextSelector(),
-            vol.Optional(CONF_RECORDING_UPLOAD): FileSelector(
+            probatio.Required(CONF_NAME): TextSelector(),
+            probatio.Optional(CONF_RECORDING_UPLOAD): FileSelector(
                 FileSelectorConfig(accept="audio/*")
             ),
-            vol.Optional(CONF_RECORDING_SOURCE): TextSelector(),
-            vol.Required(CONF_CLONE_MODEL, default=DEFAULT_CLONE_MODEL): _select(
-                [SelectOptionDict(value=m, label=m) for m in CLONE_MODELS]
+            probatio.Optional(CONF_RECORDING_SOURCE): TextSelector(),
+            probatio.Required(CONF_CLONE_MODEL, default=DEFAULT_CLONE_MODEL): _select(
+                models
             ),
-            vol.Required(CONF_CLONE_LANGUAGE, default=DEFAULT_LANGUAGE): _select(
-                [SelectOptionDict(value=lang, label=lang) for lang in languages],
-                custom=True,
+            # Without a catalogue every language is offered; the model decides.
+            probatio.Required(
+                CONF_CLONE_LANGUAGE, default=DEFAULT_LANGUAGE
+            ): LanguageSelector(
+                LanguageSelectorConfig(languages=languages)
+                if languages
+                else LanguageSelectorConfig()
             ),
         }
     )

@@ -58,7 +58,10 @@ class CatalogueCoordinator(DataUpdateCoordinator[Catalogue]):
                 else "forbidden",
             ) from err
         except TtsAiError as err:
-            if self.data is None and (stored := await self._store.async_load()):
+            # HA types `data` as the catalogue, but it is None until the first
+            # refresh succeeds.
+            current: Catalogue | None = self.data
+            if current is None and (stored := await self._store.async_load()):
                 # Start-up without the cloud: speak and list voices from the last
                 # catalogue we saw; the next refresh replaces it.
                 _LOGGER.warning(
@@ -70,6 +73,12 @@ class CatalogueCoordinator(DataUpdateCoordinator[Catalogue]):
                 translation_key="catalogue_unavailable",
                 translation_placeholders={"error": str(err)},
             ) from err
+        if not voices.complete:
+            _LOGGER.warning(
+                "TTS.ai listed %d of the %s voices it counts; using those",
+                len(voices),
+                voices.total,
+            )
         catalogue = Catalogue(models=tuple(models), voices=tuple(voices))
         await self._store.async_save(catalogue.as_dict())
         return catalogue

@@ -19,6 +19,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.event import async_call_later
 from homeassistant.requirements import RequirementsNotFound, async_process_requirements
+from homeassistant.util.hass_dict import HassKey
 
 from .catalogue import base_language
 from .const import (
@@ -49,14 +50,20 @@ from .local.model_manager import (
     PIPER_VOICES_URL,
     DownloadProgress,
     ModelDownloadError,
+    ModelFolder,
     ModelManager,
 )
+from .local.whisper_engine import SHORT_WINDOW_MAX_SECONDS
 
 if TYPE_CHECKING:
     from . import TtsAiConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
 
+# One ModelFolder per models folder for the whole HA instance.
+DATA_MODEL_FOLDERS: HassKey[dict[Path, ModelFolder]] = HassKey(
+    f"{DOMAIN}_model_folders"
+)
 # A failed model download is tried again after this long (the internet may be
 # back); until then the cloud serves alone.
 PREFETCH_RETRY_SECONDS = 900
@@ -76,12 +83,22 @@ class ModelStatus:
     ALL = (NOT_NEEDED, DOWNLOADING, READY, FAILED, UNAVAILABLE)
 
 
+def packages_issue_id(entry_id: str) -> str:
+    """Return the id of an entry's repair issue for the built-in engine's packages."""
+    return f"local_packages_{entry_id}"
+
+
 def _not_ready(reason: str) -> HomeAssistantError:
     return HomeAssistantError(
         translation_domain=DOMAIN,
         translation_key="local_not_ready",
         translation_placeholders={"reason": reason},
     )
+
+
+# Audio longer than this is not decoded as it arrives: it no longer fits one
+# Whisper window, and is transcribed whole at its end.
+STREAMED_PCM_MAX_BYTES = int(SHORT_WINDOW_MAX_SECONDS * 16000) * 2
 
 
 class TranscriptionSession(Protocol):
@@ -146,11 +163,16 @@ class BuiltinSpeech(_Listeners):
         self.hass = hass
         self.entry = entry
         options = entry.options
+        root = Path(hass.config.path(LOCAL_MODELS_DIR))
         self.manager = ModelManager(
             async_get_clientsession(hass),
-            Path(hass.config.path(LOCAL_MODELS_DIR)),
+            root,
             piper_base_url=options.get(CONF_PIPER_VOICES_URL) or PIPER_VOICES_URL,
             hf_base_url=options.get(CONF_WHISPER_MODELS_URL) or HF_URL,
+            # Every entry of this HA instance shares the folder's downloads.
+            folder=hass.data.setdefault(DATA_MODEL_FOLDERS, {}).setdefault(
+                root, ModelFolder()
+            ),
         )
         self._wanted_voices: list[str] = list(options.get(CONF_LOCAL_VOICES) or [])
         self._whisper_name: str | None = options.get(CONF_WHISPER_MODEL)
@@ -165,7 +187,7 @@ class BuiltinSpeech(_Listeners):
     @property
     def issue_id(self) -> str:
         """Return the id of this entry's repair issue for missing packages."""
-        return f"local_packages_{self.entry.entry_id}"
+        return packages_issue_id(self.entry.entry_id)
 
     async def async_prepare(self) -> None:
         """Install the engines' packages and start fetching the models."""
@@ -364,11 +386,17 @@ class EntitySpeech(_Listeners):
         """Remember which entities to use."""
         super().__init__()
         self.hass = hass
+        self.entry = entry
         self.tts_entity: str | None = entry.options.get(CONF_LOCAL_TTS_ENTITY)
         self.stt_entity: str | None = entry.options.get(CONF_LOCAL_STT_ENTITY)
 
     async def async_prepare(self) -> None:
-        """Nothing to prepare: the other integration owns its engine."""
+        """Nothing to install: the other integration owns its engine.
+
+        The built-in engine's missing-packages repair is void now: it told
+        the user to choose another engine, which they just did.
+        """
+        ir.async_delete_issue(self.hass, DOMAIN, packages_issue_id(self.entry.entry_id))
 
     def voices(self) -> list[tts.Voice]:
         """Voices are the other engine's own."""

@@ -15,8 +15,10 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.event import async_track_point_in_utc_time
+from homeassistant.util import dt as dt_util
 
 from . import TtsAiConfigEntry
 from .api import TtsAiClient
@@ -45,10 +47,12 @@ async def async_setup_entry(
     async_add_entities(entities)
 
 
-class ActiveEngineSensor(TtsAiEntity, SensorEntity):
+class ActiveEngineSensor(TtsAiEntity, RestoreSensor):
     """Cloud or device: who produced the last speech or transcript.
 
     Its state changes are what the logbook shows when the engine switches.
+    Before the first request it shows the engine that served before a restart
+    or, on a new entry, the one the next request goes to.
     """
 
     _attr_device_class = SensorDeviceClass.ENUM
@@ -57,17 +61,26 @@ class ActiveEngineSensor(TtsAiEntity, SensorEntity):
     def __init__(self, entry: TtsAiConfigEntry) -> None:
         """Initialise the sensor."""
         super().__init__(entry, "active_engine")
+        self._restored: str | None = None
 
     async def async_added_to_hass(self) -> None:
-        """Follow the fallback policy."""
+        """Restore the last engine, then follow the fallback policy."""
         await super().async_added_to_hass()
+        if (last := await self.async_get_last_sensor_data()) is not None and (
+            last.native_value in self._attr_options
+        ):
+            self._restored = str(last.native_value)
         self.async_on_remove(self._data.policy.add_listener(self.async_write_ha_state))
 
     @property
-    def native_value(self) -> str | None:
-        """Return the engine that served last (none before the first request)."""
-        active = self._data.policy.active
-        return active.value if active is not None else None
+    def native_value(self) -> str:
+        """Return the engine that served last, or the one that will serve next."""
+        policy = self._data.policy
+        if policy.active is not None:
+            return policy.active.value
+        if self._restored is not None:
+            return self._restored
+        return (Source.CLOUD if policy.cloud_reachable else Source.LOCAL).value
 
 
 class LocalModelsSensor(TtsAiEntity, SensorEntity):
@@ -106,23 +119,41 @@ type AccountValue = float | datetime | None
 class AccountSensorDescription(SensorEntityDescription):
     """An account figure the client reads from response headers."""
 
-    value_fn: Callable[[TtsAiClient], AccountValue]
+    value_fn: Callable[[TtsAiClient, datetime], AccountValue]
+    # Restored after a restart: credits last until used; a rate-limit window
+    # is long gone by then.
+    restore: bool = True
+    # Changes by itself when the rate-limit window ends, without a request.
+    follows_window: bool = False
 
 
-def _credits_remaining(client: TtsAiClient) -> AccountValue:
+def _credits_remaining(client: TtsAiClient, now: datetime) -> AccountValue:
     return client.credits.remaining if client.credits else None
 
 
-def _credits_used(client: TtsAiClient) -> AccountValue:
+def _credits_used(client: TtsAiClient, now: datetime) -> AccountValue:
     return client.credits.used if client.credits else None
 
 
-def _rate_limit_remaining(client: TtsAiClient) -> AccountValue:
-    return client.rate_limit.remaining if client.rate_limit else None
+def _window_passed(client: TtsAiClient, now: datetime) -> bool:
+    reset_at = client.rate_limit.reset_at if client.rate_limit else None
+    return reset_at is not None and reset_at <= now
 
 
-def _rate_limit_reset(client: TtsAiClient) -> AccountValue:
-    return client.rate_limit.reset_at if client.rate_limit else None
+def _rate_limit_remaining(client: TtsAiClient, now: datetime) -> AccountValue:
+    if client.rate_limit is None:
+        return None
+    if _window_passed(client, now):
+        return client.rate_limit.limit  # a new window: every request is left
+    return client.rate_limit.remaining
+
+
+def _rate_limit_reset(client: TtsAiClient, now: datetime) -> AccountValue:
+    # Once the window has passed there is nothing to wait for: no time shown,
+    # rather than one in the past.
+    if client.rate_limit is None or _window_passed(client, now):
+        return None
+    return client.rate_limit.reset_at
 
 
 ACCOUNT_SENSORS: tuple[AccountSensorDescription, ...] = (
@@ -133,11 +164,13 @@ ACCOUNT_SENSORS: tuple[AccountSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         value_fn=_credits_remaining,
     ),
+    # The noisy ones (they change with every request) are off until enabled.
     AccountSensorDescription(
         key="credits_used",
         translation_key="credits_used",
         native_unit_of_measurement="credits",
         state_class=SensorStateClass.MEASUREMENT,
+        entity_registry_enabled_default=False,
         value_fn=_credits_used,
     ),
     AccountSensorDescription(
@@ -145,6 +178,9 @@ ACCOUNT_SENSORS: tuple[AccountSensorDescription, ...] = (
         translation_key="rate_limit_remaining",
         native_unit_of_measurement="requests",
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
+        restore=False,
+        follows_window=True,
         value_fn=_rate_limit_remaining,
     ),
     AccountSensorDescription(
@@ -152,6 +188,9 @@ ACCOUNT_SENSORS: tuple[AccountSensorDescription, ...] = (
         translation_key="rate_limit_reset",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
+        restore=False,
+        follows_window=True,
         value_fn=_rate_limit_reset,
     ),
 )
@@ -161,8 +200,9 @@ class AccountSensor(TtsAiEntity, RestoreSensor):
     """Credits and rate limit, from the headers of every response.
 
     No polling: the figures change only when a request is made, and every
-    request reports them. The last value is restored after a restart, until
-    the first response brings a fresh one.
+    request reports them (the rate-limit window also ends by itself, once).
+    Credits are restored after a restart, until the first response brings
+    fresh ones.
     """
 
     entity_description: AccountSensorDescription
@@ -178,23 +218,52 @@ class AccountSensor(TtsAiEntity, RestoreSensor):
         self.entity_description = description
         self._client = client
         self._restored: AccountValue = None
+        self._cancel_window_end: CALLBACK_TYPE | None = None
 
     async def async_added_to_hass(self) -> None:
         """Restore the last value, then follow the client's responses."""
         await super().async_added_to_hass()
-        if (last := await self.async_get_last_sensor_data()) is not None:
+        if (
+            self.entity_description.restore
+            and (last := await self.async_get_last_sensor_data()) is not None
+        ):
             value = last.native_value
             if isinstance(value, float | int | datetime):
                 self._restored = value
         self.async_on_remove(self._client.add_listener(self._client_updated))
+        self.async_on_remove(self._cancel_window_timer)
+        self._follow_window()
 
+    @callback
     def _client_updated(self) -> None:
-        if self.entity_description.value_fn(self._client) is not None:
+        if self.entity_description.value_fn(self._client, dt_util.utcnow()) is not None:
             self._restored = None
+        self._follow_window()
         self.async_write_ha_state()
+
+    @callback
+    def _follow_window(self) -> None:
+        """Write the state again when the current rate-limit window ends."""
+        self._cancel_window_timer()
+        reset_at = self._client.rate_limit.reset_at if self._client.rate_limit else None
+        if self.entity_description.follows_window and reset_at is not None:
+            self._cancel_window_end = async_track_point_in_utc_time(
+                self.hass, self._window_ended, reset_at
+            )
+
+    @callback
+    def _window_ended(self, _now: datetime) -> None:
+        self._cancel_window_end = None
+        self.async_write_ha_state()
+
+    @callback
+    def _cancel_window_timer(self) -> None:
+        if self._cancel_window_end is not None:
+            self._cancel_window_end()
+            self._cancel_window_end = None
 
     @property
     def native_value(self) -> AccountValue:
         """Return the latest figure, or the restored one before any response."""
-        value = self.entity_description.value_fn(self._client)
+        value = self.entity_description.value_fn(self._client, dt_util.utcnow())
         return value if value is not None else self._restored

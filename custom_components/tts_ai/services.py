@@ -7,7 +7,7 @@ answers with where they are, how long they play and what they cost.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 import mimetypes
 from typing import TYPE_CHECKING, Any
@@ -31,7 +31,7 @@ from homeassistant.core import (
 )
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import config_validation as cv
-import voluptuous as vol
+import probatio
 
 from .announce import Announcement, async_announce
 from .api import (
@@ -85,119 +85,135 @@ MAX_TASK_TIMEOUT = 3600.0
 # --- Schemas -------------------------------------------------------------------
 
 _BASE = {
-    vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-    vol.Required(ATTR_AUDIO): cv.string,
+    probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+    probatio.Required(ATTR_AUDIO): cv.string,
 }
-_PLAYERS = {vol.Optional(ATTR_MEDIA_PLAYER_ENTITY_ID): cv.entity_ids}
-_SPEED = vol.All(vol.Coerce(float), vol.Range(*ep.SPEED_RANGE))
+_PLAYERS = {probatio.Optional(ATTR_MEDIA_PLAYER_ENTITY_ID): cv.entity_ids}
+_SPEED = probatio.All(probatio.Coerce(float), probatio.Range(*ep.SPEED_RANGE))
 
 
-def _choice(values: tuple[Any, ...]) -> vol.In:
+def _choice(values: tuple[Any, ...]) -> probatio.In:
     """Validate one of the contract's allowed values."""
-    return vol.In(values)
+    return probatio.In(values)
 
 
-def _int_choice(values: tuple[int, ...]) -> vol.All:
+def _int_choice(values: tuple[int, ...]) -> probatio.All:
     """Validate one of the contract's allowed numbers (given as text or number)."""
-    return vol.All(vol.Coerce(int), vol.In(values))
+    return probatio.All(probatio.Coerce(int), probatio.In(values))
 
 
-def _int_range(bounds: tuple[int, int]) -> vol.All:
+def _int_range(bounds: tuple[int, int]) -> probatio.All:
     """Validate a whole number within the contract's range."""
-    return vol.All(vol.Coerce(int), vol.Range(*bounds))
+    return probatio.All(probatio.Coerce(int), probatio.Range(*bounds))
 
 
-SCHEMAS: dict[str, vol.Schema] = {
-    SERVICE_TRANSCRIBE: vol.Schema(
+def _chime(value: Any) -> str:
+    """Accept the chime as text or as the action form's choice.
+
+    The form sends the built-in chime as "built_in" and a picked sound as
+    the media selector's value; automations written as text keep working.
+    """
+    if isinstance(value, Mapping):
+        if (choice := value.get("active_choice")) is not None:
+            return _chime(value.get(choice))
+        value = value.get(ATTR_MEDIA_CONTENT_ID)
+    chime: str = probatio.All(cv.string, probatio.Length(min=1))(value)
+    return chime
+
+
+SCHEMAS: dict[str, probatio.Schema] = {
+    SERVICE_TRANSCRIBE: probatio.Schema(
         {
             **_BASE,
-            vol.Optional("model"): _choice(ep.STT_MODELS),
-            vol.Optional("language"): _choice(("auto", *ep.STT_LANGUAGES)),
-            vol.Optional("timestamps", default=False): cv.boolean,
-            vol.Optional("diarize", default=False): cv.boolean,
+            probatio.Optional("model"): _choice(ep.STT_MODELS),
+            probatio.Optional("language"): _choice(("auto", *ep.STT_LANGUAGES)),
+            probatio.Optional("timestamps", default=False): cv.boolean,
+            probatio.Optional("diarize", default=False): cv.boolean,
         }
     ),
-    SERVICE_CHANGE_VOICE: vol.Schema(
+    SERVICE_CHANGE_VOICE: probatio.Schema(
         {
             **_BASE,
             **_PLAYERS,
-            vol.Required("target_voice"): cv.string,
-            vol.Optional("model"): _choice(ep.VOICE_CONVERT_MODELS),
-            vol.Optional("format"): _choice(ep.VOICE_CONVERT_FORMATS),
+            probatio.Required("target_voice"): cv.string,
+            probatio.Optional("model"): _choice(ep.VOICE_CONVERT_MODELS),
+            probatio.Optional("format"): _choice(ep.VOICE_CONVERT_FORMATS),
         }
     ),
-    SERVICE_RESTYLE_SPEECH: vol.Schema(
+    SERVICE_RESTYLE_SPEECH: probatio.Schema(
         {
             **_BASE,
             **_PLAYERS,
-            vol.Required("voice"): cv.string,
-            vol.Optional("model"): _choice(ep.SPEECH_TO_SPEECH_MODELS),
-            vol.Optional("emotion"): _choice(ep.EMOTIONS),
-            vol.Optional("speed"): _SPEED,
+            probatio.Required("voice"): cv.string,
+            probatio.Optional("model"): _choice(ep.SPEECH_TO_SPEECH_MODELS),
+            probatio.Optional("emotion"): _choice(ep.EMOTIONS),
+            probatio.Optional("speed"): _SPEED,
         }
     ),
-    SERVICE_TRANSLATE_SPEECH: vol.Schema(
+    SERVICE_TRANSLATE_SPEECH: probatio.Schema(
         {
             **_BASE,
             **_PLAYERS,
-            vol.Required("target_language"): cv.string,
-            vol.Optional("voice"): cv.string,
-            vol.Optional("preserve_voice"): cv.boolean,
+            probatio.Required("target_language"): cv.string,
+            probatio.Optional("voice"): cv.string,
+            probatio.Optional("preserve_voice"): cv.boolean,
         }
     ),
-    SERVICE_ENHANCE_AUDIO: vol.Schema(
+    SERVICE_ENHANCE_AUDIO: probatio.Schema(
         {
             **_BASE,
             **_PLAYERS,
-            vol.Optional("denoise"): cv.boolean,
-            vol.Optional("enhance_clarity"): cv.boolean,
-            vol.Optional("super_resolution"): cv.boolean,
-            vol.Optional("strength"): _int_range(ep.ENHANCE_STRENGTH_RANGE),
+            probatio.Optional("denoise"): cv.boolean,
+            probatio.Optional("enhance_clarity"): cv.boolean,
+            probatio.Optional("super_resolution"): cv.boolean,
+            probatio.Optional("strength"): _int_range(ep.ENHANCE_STRENGTH_RANGE),
         }
     ),
-    SERVICE_REMOVE_ECHO: vol.Schema(
+    SERVICE_REMOVE_ECHO: probatio.Schema(
         {
             **_BASE,
             **_PLAYERS,
-            vol.Optional("type"): _choice(ep.DEREVERB_TYPES),
-            vol.Optional("intensity"): _int_range(ep.DEREVERB_INTENSITY_RANGE),
+            probatio.Optional("type"): _choice(ep.DEREVERB_TYPES),
+            probatio.Optional("intensity"): _int_range(ep.DEREVERB_INTENSITY_RANGE),
         }
     ),
-    SERVICE_SEPARATE_STEMS: vol.Schema(
+    SERVICE_SEPARATE_STEMS: probatio.Schema(
         {
             **_BASE,
-            vol.Optional("model"): _choice(ep.SEPARATE_MODELS),
-            vol.Optional("stems"): _int_choice(ep.SEPARATE_STEMS),
-            vol.Optional("format"): _choice(ep.SEPARATE_FORMATS),
-            vol.Optional(ATTR_TIMEOUT, default=DEFAULT_TASK_TIMEOUT): vol.All(
-                vol.Coerce(float), vol.Range(min=1, max=MAX_TASK_TIMEOUT)
+            probatio.Optional("model"): _choice(ep.SEPARATE_MODELS),
+            probatio.Optional("stems"): _int_choice(ep.SEPARATE_STEMS),
+            probatio.Optional("format"): _choice(ep.SEPARATE_FORMATS),
+            probatio.Optional(ATTR_TIMEOUT, default=DEFAULT_TASK_TIMEOUT): probatio.All(
+                probatio.Coerce(float), probatio.Range(min=1, max=MAX_TASK_TIMEOUT)
             ),
         }
     ),
-    SERVICE_ANALYZE_AUDIO: vol.Schema(_BASE),
-    SERVICE_CONVERT_AUDIO: vol.Schema(
+    SERVICE_ANALYZE_AUDIO: probatio.Schema(_BASE),
+    SERVICE_CONVERT_AUDIO: probatio.Schema(
         {
             **_BASE,
             **_PLAYERS,
-            vol.Required("format"): _choice(ep.CONVERT_FORMATS),
-            vol.Optional("bitrate"): _int_choice(ep.CONVERT_BITRATES_KBPS),
-            vol.Optional("sample_rate"): _int_choice(ep.CONVERT_SAMPLE_RATES),
-            vol.Optional("channels"): _choice(ep.CONVERT_CHANNELS),
+            probatio.Required("format"): _choice(ep.CONVERT_FORMATS),
+            probatio.Optional("bitrate"): _int_choice(ep.CONVERT_BITRATES_KBPS),
+            probatio.Optional("sample_rate"): _int_choice(ep.CONVERT_SAMPLE_RATES),
+            probatio.Optional("channels"): _choice(ep.CONVERT_CHANNELS),
         }
     ),
-    SERVICE_ANNOUNCE: vol.Schema(
+    SERVICE_ANNOUNCE: probatio.Schema(
         {
-            vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-            vol.Required(ATTR_MESSAGE): vol.All(cv.string, vol.Length(min=1)),
-            vol.Required(ATTR_MEDIA_PLAYER_ENTITY_ID): cv.entity_ids,
-            vol.Optional(ATTR_CHIME): cv.string,
-            vol.Optional(ATTR_VOLUME): vol.All(
-                vol.Coerce(float), vol.Range(min=0.0, max=1.0)
+            probatio.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+            probatio.Required(ATTR_MESSAGE): probatio.All(
+                cv.string, probatio.Length(min=1)
             ),
-            vol.Optional(CONF_VOICE): cv.string,
-            vol.Optional(CONF_MODEL): cv.string,
-            vol.Optional(CONF_LANGUAGE): cv.string,
-            vol.Optional(CONF_SPEED): _SPEED,
+            probatio.Required(ATTR_MEDIA_PLAYER_ENTITY_ID): cv.entity_ids,
+            probatio.Optional(ATTR_CHIME): _chime,
+            probatio.Optional(ATTR_VOLUME): probatio.All(
+                probatio.Coerce(float), probatio.Range(min=0.0, max=1.0)
+            ),
+            probatio.Optional(CONF_VOICE): cv.string,
+            probatio.Optional(CONF_MODEL): cv.string,
+            probatio.Optional(CONF_LANGUAGE): cv.string,
+            probatio.Optional(CONF_SPEED): _SPEED,
         }
     ),
 }
@@ -295,10 +311,12 @@ def _cloud_entry(
 
 
 def _credits(client: TtsAiClient, used: float | None) -> dict[str, float | None]:
-    """Return what the call cost (response figure first) and what is left."""
+    """Return what this call's answer said it cost, and what is left.
+
+    ``used`` is only ever this answer's figure: a free call's answer carries
+    no credit headers, and the previous call's cost must not stand in for it.
+    """
     known = client.credits
-    if used is None and known is not None:
-        used = known.used
     return {
         "credits_used": used,
         "credits_remaining": known.remaining if known is not None else None,
@@ -414,7 +432,10 @@ async def _async_transcribe(call: ServiceCall) -> ServiceResponse:
         )
 
     client, result = await _async_call_cloud(call, ep.STT, request)
-    return {**_transcription_response(result), **_credits(client, None)}
+    return {
+        **_transcription_response(result),
+        **_credits(client, result.credits_used),
+    }
 
 
 async def _async_translate(call: ServiceCall) -> ServiceResponse:
@@ -456,7 +477,7 @@ async def _async_analyze(call: ServiceCall) -> ServiceResponse:
         "bpm": result.bpm,
         "time_signature": result.time_signature,
         "camelot": result.camelot,
-        "compatible_keys": result.compatible_keys,
+        "compatible_keys": [*result.compatible_keys],
     }
 
 
@@ -516,7 +537,10 @@ async def _async_announce(call: ServiceCall) -> ServiceResponse:
 
 
 _HANDLERS: dict[
-    str, tuple[Callable[[ServiceCall], Awaitable[ServiceResponse]], SupportsResponse]
+    str,
+    tuple[
+        Callable[[ServiceCall], Coroutine[Any, Any, ServiceResponse]], SupportsResponse
+    ],
 ] = {
     SERVICE_TRANSCRIBE: (_async_transcribe, SupportsResponse.ONLY),
     SERVICE_TRANSLATE_SPEECH: (_async_translate, SupportsResponse.OPTIONAL),

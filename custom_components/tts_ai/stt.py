@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
+from functools import partial
 import logging
 from typing import TYPE_CHECKING, override
 
@@ -22,11 +23,13 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import TtsAiConfigEntry
-from .api import STT_LANGUAGES, TtsAiError
+from .api import STT, STT_LANGUAGES, TtsAiError
+from .api.endpoints import MEGABYTE
 from .catalogue import base_language
 from .const import CONF_STT_MODEL, DEFAULT_STT_MODEL, REGIONAL_LANGUAGE_TAGS
 from .entity import TtsAiEntity
 from .errors import reauth_on_refused_key
+from .local_speech import STREAMED_PCM_MAX_BYTES
 from .speech.audio import pcm_to_wav
 
 if TYPE_CHECKING:
@@ -35,6 +38,12 @@ if TYPE_CHECKING:
 _LOGGER = logging.getLogger(__name__)
 
 PARALLEL_UPDATES = 0
+
+# The longest speech taken: what the cloud accepts as one WAV upload (the
+# device gets no more, so a runaway stream is refused whoever would listen).
+_WAV_HEADER_BYTES = 44
+assert STT.upload_limit_bytes is not None
+MAX_PCM_BYTES = STT.upload_limit_bytes - _WAV_HEADER_BYTES
 
 SUPPORTED_LANGUAGES = sorted(
     {*STT_LANGUAGES}
@@ -127,19 +136,40 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
         session: TranscriptionSession | None,
     ) -> SpeechResult:
         chunks: list[bytes] = []
+        size = 0
         async for chunk in stream:
+            size += len(chunk)
+            if size > MAX_PCM_BYTES:
+                # Checked while reading: a runaway stream never sits in memory.
+                _LOGGER.error(
+                    "Speech to transcribe is over %d MB; not transcribing it",
+                    MAX_PCM_BYTES // MEGABYTE,
+                )
+                return SpeechResult(None, SpeechResultState.ERROR)
             chunks.append(chunk)
             if session is not None:
-                session.feed(chunk)
-        pcm = b"".join(chunks)
-        if not pcm:
+                if size > STREAMED_PCM_MAX_BYTES:
+                    # Too long to decode as it arrives: transcribed whole.
+                    await session.aclose()
+                    session = None
+                else:
+                    session.feed(chunk)
+        if not size:
             _LOGGER.warning("No audio received to transcribe")
             return SpeechResult(None, SpeechResultState.ERROR)
+        # Up to 100 MB are copied here: never in the event loop.
+        pcm = await self.hass.async_add_executor_job(b"".join, chunks)
+        del chunks
 
         async def cloud() -> str:
             assert self._data.client is not None
-            wav = pcm_to_wav(
-                pcm, rate=int(metadata.sample_rate), channels=int(metadata.channel)
+            wav = await self.hass.async_add_executor_job(
+                partial(
+                    pcm_to_wav,
+                    pcm,
+                    rate=int(metadata.sample_rate),
+                    channels=int(metadata.channel),
+                )
             )
             with reauth_on_refused_key(self.hass, self._entry):
                 result = await self._data.client.stt(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 import logging
 from typing import Any, override
@@ -126,7 +126,7 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
             CONF_SPEED: options.get(CONF_SPEED, DEFAULT_SPEED),
             CONF_FORMAT: options.get(CONF_FORMAT, DEFAULT_FORMAT),
         }
-        self._default_language = options.get(CONF_LANGUAGE, DEFAULT_LANGUAGE)
+        self._default_language: str = options.get(CONF_LANGUAGE, DEFAULT_LANGUAGE)
 
     async def async_added_to_hass(self) -> None:
         """Use HA's language for a local-only entry."""
@@ -191,7 +191,9 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
         return [
             Voice(
                 v.id,
-                f"{v.name} ({m.name})" if (m := catalogue.model(v.model)) else v.name,
+                f"{v.name} ({m.name})"
+                if v.model is not None and (m := catalogue.model(v.model))
+                else v.name,
             )
             for v in voices
         ] + [Voice(c.voice_id, c.name) for c in clones]
@@ -224,6 +226,27 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
             clone=clone,
         )
 
+    @override
+    async def async_speak(
+        self,
+        media_player_entity_id: list[str],
+        message: str,
+        cache: bool,
+        language: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Check the options before handing the speech to the players.
+
+        Home Assistant checks only the options' names when ``tts.speak`` is
+        called; the audio is made when a player fetches it, too late for the
+        caller to hear about a bad voice or speed. Checking here fails the
+        action itself with the same translated error.
+        """
+        self._settings(language or self.default_language, options or {})
+        await super().async_speak(
+            media_player_entity_id, message, cache, language, options
+        )
+
     def _settings(self, language: str, options: Mapping[str, Any]) -> SpeechSettings:
         """Validate a request's options; raise a translated error if they are bad."""
         voice_id = str(options.get(ATTR_VOICE, self._configured[CONF_VOICE]))
@@ -240,9 +263,14 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
                 )
             # A voice belongs to one model: a voice picked in the UI brings its
             # own model unless the caller names one explicitly.
-            if voice is not None and options.get(CONF_MODEL) in (
-                None,
-                self._configured[CONF_MODEL],
+            if (
+                voice is not None
+                and voice.model is not None
+                and options.get(CONF_MODEL)
+                in (
+                    None,
+                    self._configured[CONF_MODEL],
+                )
             ):
                 model_id = voice.model
             if catalogue.models and catalogue.model(model_id) not in (
@@ -354,7 +382,7 @@ class TtsAiTTSEntity(TtsAiEntity, TextToSpeechEntity):
             language=settings.language,
         )
 
-    async def _cloud_call[T](self, request: Any) -> T:
+    async def _cloud_call[T](self, request: Awaitable[T]) -> T:
         """Await a cloud request; a refused key also starts reauth."""
         with reauth_on_refused_key(self.hass, self._entry):
             return await request

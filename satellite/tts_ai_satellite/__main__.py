@@ -24,6 +24,14 @@ from .audio import (
     select_device,
 )
 from .ha import AuthenticationError, PipelineNotFoundError, websocket_url
+from .wake import (
+    DEFAULT_WAKE_THRESHOLD,
+    DEFAULT_WAKE_WORD,
+    WAKE_WORDS,
+    MicroWakeWordModel,
+    WakeWordListener,
+    WakeWordUnavailableError,
+)
 from .wav import WavError, read_wav
 
 TOKEN_ENVIRONMENT_VARIABLE = "HA_TOKEN"  # noqa: S105 - a variable name, not a token
@@ -87,8 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--wake-word",
+        nargs="?",
+        const=DEFAULT_WAKE_WORD,
+        choices=list(WAKE_WORDS),
+        metavar="NAME",
+        help="listen all the time, on this machine, for a wake word:"
+        f" {', '.join(WAKE_WORDS)} (default {DEFAULT_WAKE_WORD}); needs the"
+        " `wake` extra. Triggers still start turns too",
+    )
+    parser.add_argument(
+        "--wake-threshold",
+        type=float,
+        metavar="P",
+        default=DEFAULT_WAKE_THRESHOLD,
+        help="wake-word probability to fire at, 0-1 (default"
+        f" {DEFAULT_WAKE_THRESHOLD}; the model's own is 0.85); lower hears more in"
+        " a noisy room and wakes falsely more often",
+    )
+    parser.add_argument(
+        "--ha-wake-word",
         action="store_true",
-        help="listen all the time for the pipeline's wake word",
+        help="stream all the time to the pipeline's wake-word engine in Home"
+        " Assistant instead (e.g. openWakeWord there)",
     )
     parser.add_argument("--no-cues", action="store_true", help="no beeps")
     parser.add_argument(
@@ -174,13 +202,17 @@ def settings_from(args: argparse.Namespace, token: str) -> Settings:
         raise UsageError(f"--url: {err}") from err
     if args.output is not None and not args.output.parent.is_dir():
         raise UsageError(f"--output: the folder {args.output.parent} does not exist")
+    if args.wake_word and args.ha_wake_word:
+        raise UsageError("--wake-word and --ha-wake-word: choose one")
+    if (args.wake_word or args.ha_wake_word) and args.input is not None:
+        raise UsageError("a wake word is listened for on a microphone, not --input")
     files = args.input is not None or args.output is not None
     return Settings(
         url=args.url,
         token=token,
         pipeline=args.pipeline,
         one_shot=files and args.trigger_file is None,
-        wake_word=args.wake_word,
+        ha_wake_word=args.ha_wake_word,
         trigger_file=args.trigger_file,
         connect_timeout=args.connect_timeout,
         max_backoff=args.max_reconnect_delay,
@@ -222,12 +254,30 @@ def open_audio(
         yield audio_in, audio_out
 
 
+def wake_listener(args: argparse.Namespace) -> WakeWordListener | None:
+    """The ``--wake-word`` model, loaded before the event loop starts."""
+    if args.wake_word is None:
+        return None
+    try:
+        return WakeWordListener(MicroWakeWordModel(args.wake_word, args.wake_threshold))
+    except WakeWordUnavailableError as err:
+        raise UsageError(f"--wake-word: {err}") from err
+
+
 async def run(
-    args: argparse.Namespace, settings: Settings, from_file: FileInput | None
+    args: argparse.Namespace,
+    settings: Settings,
+    from_file: FileInput | None,
+    listener: WakeWordListener | None = None,
 ) -> int:
     """Open the audio ends and run the satellite."""
     with open_audio(args, from_file) as (audio_in, audio_out):
-        satellite = Satellite(settings, audio_in, audio_out)  # type: ignore[arg-type]
+        satellite = Satellite(
+            settings,
+            audio_in,  # type: ignore[arg-type]
+            audio_out,  # type: ignore[arg-type]
+            wake_listener=listener,
+        )
         return await satellite.run()
 
 
@@ -243,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         token = read_token(args.token_file)
         formatter.secret = token
         settings = settings_from(args, token)
-        return asyncio.run(run(args, settings, file_input(args)))
+        return asyncio.run(run(args, settings, file_input(args), wake_listener(args)))
     except (UsageError, AudioDeviceError) as err:
         print(f"satellite: {err}", file=sys.stderr)
         return ExitCode.USAGE

@@ -33,6 +33,7 @@ from .ha import (
 )
 from .resample import resample
 from .vad import EndOfSpeechDetector
+from .wake import WakeWordListener
 from .wav import Pcm, write_wav
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ _LOGGER = logging.getLogger(__name__)
 ASSIST_SAMPLE_RATE = 16000
 CHUNK_SECONDS = 0.03
 TRIGGER_POLL_SECONDS = 0.1
+WAKE_WORD_SOURCE = "wake word"
 
 
 class AudioInput(Protocol):
@@ -141,7 +143,8 @@ class Settings:
     pipeline: str | None = None
     one_shot: bool = False
     """Run one turn and exit (``--input``/``--output`` without a trigger)."""
-    wake_word: bool = False
+    ha_wake_word: bool = False
+    """Stream all the time to the pipeline's wake-word engine in Home Assistant."""
     trigger_file: Path | None = None
     connect_timeout: float = 30.0
     """One-shot mode: give up when Home Assistant is unreachable this long."""
@@ -152,12 +155,26 @@ class Satellite:
     """Runs turns against Home Assistant until stopped; see the module docstring."""
 
     def __init__(
-        self, settings: Settings, audio_in: AudioInput, audio_out: AudioOutput
+        self,
+        settings: Settings,
+        audio_in: AudioInput,
+        audio_out: AudioOutput,
+        wake_listener: WakeWordListener | None = None,
     ) -> None:
-        """Wire the satellite to its settings and audio ends."""
+        """Wire the satellite to its settings and audio ends.
+
+        With ``wake_listener`` the microphone is listened to all the time and
+        the wake word, heard on this machine, starts a turn (so do the
+        triggers, as without it).
+        """
         self.settings = settings
         self.audio_in = audio_in
         self.audio_out = audio_out
+        self.wake_listener = wake_listener
+        self.wake_to_audio_seconds: list[float] = []
+        """Per wake-word turn: from the detection to the first command audio
+        sent to Home Assistant (the benchmark reads it)."""
+        self._woken_at: float | None = None
         self._stop = asyncio.Event()
         self._triggers: asyncio.Queue[str] = asyncio.Queue()
         self._background: set[asyncio.Task[None]] = set()
@@ -278,7 +295,7 @@ class Satellite:
             ha.base_url,
             pipeline.name,
         )
-        if self.settings.wake_word and not pipeline.wake_word_entity:
+        if self.settings.ha_wake_word and not pipeline.wake_word_entity:
             _LOGGER.warning(
                 "Pipeline %r has no wake-word engine (set one in Settings > Voice"
                 " assistants): using push-to-talk instead",
@@ -292,17 +309,31 @@ class Satellite:
 
     async def _serve(self, ha: HomeAssistant, pipeline: Pipeline) -> None:
         """Turns until stopped; raise :class:`ConnectionLostError` on an outage."""
-        wake_word = self.settings.wake_word and bool(pipeline.wake_word_entity)
+        wake_word = self.settings.ha_wake_word and bool(pipeline.wake_word_entity)
         conversation_id: str | None = None
         follow_up = False
         while True:
+            pre_roll: bytes | None = None
             if not follow_up and not wake_word:
-                await self._next_trigger(ha)
+                source = await self._next_trigger(ha)
+                if source == WAKE_WORD_SOURCE:
+                    assert self.wake_listener is not None
+                    pre_roll = self.wake_listener.pre_roll()
             if ha.closed:
                 raise ConnectionLostError("connection lost")
-            result = await self._turn(
-                ha, pipeline, conversation_id, wake_word=wake_word and not follow_up
-            )
+            try:
+                result = await self._turn(
+                    ha,
+                    pipeline,
+                    conversation_id,
+                    wake_word=wake_word and not follow_up,
+                    pre_roll=pre_roll,
+                )
+            finally:
+                if self.wake_listener is not None:
+                    # Deaf for the refractory period from here: the reply has
+                    # been played, and its tail must not wake the satellite.
+                    self.wake_listener.rearm()
             # The agent asked something back: listen again without a trigger.
             follow_up = result is not None and result.continue_conversation
             conversation_id = result.conversation_id if result else None
@@ -311,14 +342,24 @@ class Satellite:
                 await asyncio.sleep(1.0)  # a failing engine must not spin the CPU
 
     async def _next_trigger(self, ha: HomeAssistant) -> str:
-        """Wait for Enter / SIGUSR1 / the trigger file, or the connection to go."""
-        _LOGGER.info("Ready: waiting for a trigger")
+        """Wait for the wake word / Enter / SIGUSR1 / the trigger file.
+
+        Raise :class:`ConnectionLostError` if the connection goes meanwhile.
+        """
         waiters = {
             asyncio.create_task(self._triggers.get()),
             asyncio.create_task(ha.wait_closed()),
         }
         if self.settings.trigger_file is not None:
             waiters.add(asyncio.create_task(self._poll_trigger_file()))
+        if self.wake_listener is not None:
+            _LOGGER.info(
+                "Ready: listening for %r (or a trigger)",
+                self.wake_listener.model.phrase,
+            )
+            waiters.add(asyncio.create_task(self._listen_for_wake_word()))
+        else:
+            _LOGGER.info("Ready: waiting for a trigger")
         try:
             done, _pending = await asyncio.wait(waiters, return_when="FIRST_COMPLETED")
         finally:
@@ -329,6 +370,26 @@ class Satellite:
             raise ConnectionLostError("connection lost")
         _LOGGER.info("Turn triggered (%s)", source)
         return str(source)
+
+    async def _listen_for_wake_word(self) -> str:
+        """Run the microphone's audio through the wake-word model until it fires.
+
+        Only the model hears this audio; none of it leaves the machine unless
+        the word fires (and then only its last moment, the pre-roll).
+        """
+        listener = self.wake_listener
+        assert listener is not None
+        # Anything captured while the satellite was not listening (the last
+        # turn, its reply) is dropped here.
+        self.audio_in.start_listening()
+        async for chunk in self.audio_in.chunks():
+            if listener.feed(chunk):
+                self._woken_at = asyncio.get_running_loop().time()
+                return WAKE_WORD_SOURCE
+        _LOGGER.error("The microphone stopped delivering audio")
+        self.stop()
+        await asyncio.Event().wait()  # the stop ends this task
+        raise AssertionError("unreachable")
 
     async def _poll_trigger_file(self) -> str:
         """The trigger file appearing starts a turn (and is removed)."""
@@ -347,20 +408,34 @@ class Satellite:
         conversation_id: str | None,
         *,
         wake_word: bool = False,
+        pre_roll: bytes | None = None,
     ) -> TurnResult | None:
-        """One turn; None if it failed in the pipeline (already reported)."""
-        if not wake_word:
-            await self._cue(Cue.LISTENING)
-        self.audio_in.start_listening()
+        """One turn; None if it failed in the pipeline (already reported).
+
+        ``pre_roll``: the turn follows the on-device wake word, and the
+        microphone has been listening since; the command is this audio and
+        what the microphone has gathered since the word fired (nothing lost).
+        """
+        if pre_roll is not None:
+            audio = _after(pre_roll, self.audio_in.chunks())
+            self._cue_in_background(Cue.LISTENING)  # the command goes on meanwhile
+        else:
+            if not wake_word:
+                await self._cue(Cue.LISTENING)
+            self.audio_in.start_listening()
+            audio = self.audio_in.chunks()
         try:
             result = await run_turn(
                 ha,
                 pipeline,
-                self.audio_in.chunks(),
+                audio,
                 conversation_id=conversation_id,
                 wake_word=wake_word,
                 end_of_speech=EndOfSpeechDetector(ASSIST_SAMPLE_RATE),
                 on_event=self._on_event,
+                on_audio_sent=self._command_audio_sent
+                if pre_roll is not None
+                else None,
             )
         except PipelineRunError as err:
             print(f"error: {err}", flush=True)
@@ -368,6 +443,7 @@ class Satellite:
             await self._cue(Cue.ERROR)
             return None
         finally:
+            # Muted from here until the next wait: the reply is not listened to.
             self.audio_in.stop_listening()
         print(f"heard: {result.heard}", flush=True)
         print(f"reply: {result.reply}", flush=True)
@@ -385,12 +461,25 @@ class Satellite:
             await self._cue(Cue.DONE)
         return result
 
+    def _command_audio_sent(self) -> None:
+        if self._woken_at is None:
+            return
+        latency = asyncio.get_running_loop().time() - self._woken_at
+        self._woken_at = None
+        self.wake_to_audio_seconds.append(latency)
+        _LOGGER.info(
+            "First command audio sent %.0f ms after the wake word", latency * 1000
+        )
+
+    def _cue_in_background(self, cue: Cue) -> None:
+        task = asyncio.get_running_loop().create_task(self._cue(cue))
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
+
     def _on_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "wake_word-end" and data.get("wake_word_output"):
-            _LOGGER.info("Wake word heard")
-            task = asyncio.get_running_loop().create_task(self._cue(Cue.LISTENING))
-            self._background.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._background.discard)
+            _LOGGER.info("Wake word heard (by Home Assistant)")
+            self._cue_in_background(Cue.LISTENING)
         elif kind == "stt-vad-end":
             _LOGGER.debug("Home Assistant heard the end of speech")
 
@@ -399,6 +488,14 @@ class Satellite:
             await self.audio_out.cue(cue)
         except OSError as err:  # a speaker that went away must not end the session
             _LOGGER.warning("Playing a cue failed: %s", err)
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``first``, then what ``rest`` yields."""
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def _drain(queue: asyncio.Queue[Any]) -> None:

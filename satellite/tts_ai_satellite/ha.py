@@ -468,13 +468,15 @@ async def run_turn(
     wake_word: bool = False,
     end_of_speech: EndOfSpeechDetector | None = None,
     on_event: EventCallback | None = None,
+    on_audio_sent: Callable[[], None] | None = None,
 ) -> TurnResult:
     """Stream ``audio`` (16 kHz mono 16-bit) through the pipeline up to the intent.
 
     With ``wake_word`` the run starts at the wake-word stage and listens until
     the word is spoken. Audio stops flowing when Home Assistant reports the
     end of speech, when ``end_of_speech`` (the local fallback) does, or when
-    ``audio`` runs out (a file). Raise :class:`PipelineRunError` when a stage
+    ``audio`` runs out (a file). ``on_audio_sent`` is called once the first
+    audio frame has gone to Home Assistant. Raise :class:`PipelineRunError` when a stage
     fails, :class:`PipelineNotFoundError` if the pipeline went away and
     :class:`ConnectionLostError` if Home Assistant did.
     """
@@ -512,6 +514,7 @@ async def run_turn(
                             done=audio_done,
                             command_started=command_started,
                             end_of_speech=end_of_speech,
+                            on_first_frame=on_audio_sent,
                         )
                     )
                 elif kind == "stt-start":
@@ -549,6 +552,7 @@ async def _stream_audio(
     done: asyncio.Event,
     command_started: asyncio.Event,
     end_of_speech: EndOfSpeechDetector | None,
+    on_first_frame: Callable[[], None] | None = None,
 ) -> None:
     """Send audio frames until told to stop; then the empty end-of-audio frame."""
     prefix = bytes([handler_id])
@@ -556,6 +560,9 @@ async def _stream_audio(
         if done.is_set():
             return  # Home Assistant ended the audio itself
         await ha.send_audio(prefix + chunk)
+        if on_first_frame is not None:
+            on_first_frame()
+            on_first_frame = None
         if (
             end_of_speech is not None
             and command_started.is_set()

@@ -10,6 +10,7 @@ import argparse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -47,13 +48,27 @@ RUNS = (
     SuiteRun("soak"),
     # Figure 9: a long unpunctuated text against a normal announcement.
     SuiteRun("long_text"),
-    # Figures 10-12: a spoken turn and an announcement through a real hass,
+    # Figure 10: the satellite's on-device wake word.
+    SuiteRun("wake"),
+    # Figure 11: the event loop while the client joins and reads huge answers.
+    SuiteRun("loop_stall"),
+    # Figures 12-14: a spoken turn and an announcement through a real hass,
     # against Home Assistant's own Wyoming stack.
     SuiteRun("turn"),
     # Figure 8: the local figures again on one core, as a small board would.
     SuiteRun("speed", pin=1),
     SuiteRun("soak", pin=1),
 )
+
+
+def _worker_environment() -> dict[str, str]:
+    """This environment, with the satellite package (``satellite/``) importable.
+
+    The satellite is its own package, not installed in the checkout's venv;
+    pytest finds it through its ``pythonpath`` setting, the workers this way.
+    """
+    paths = [str(REPO_ROOT / "satellite"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
 
 
 def run_worker(run: SuiteRun, quick: bool) -> dict[str, Any]:
@@ -67,7 +82,11 @@ def run_worker(run: SuiteRun, quick: bool) -> dict[str, Any]:
         if run.pin is not None:
             command += ["--pin", str(run.pin)]
         completed = subprocess.run(
-            command, cwd=REPO_ROOT, timeout=SUITE_TIMEOUT, check=False
+            command,
+            cwd=REPO_ROOT,
+            timeout=SUITE_TIMEOUT,
+            check=False,
+            env=_worker_environment(),
         )
         if completed.returncode != 0 or not out.exists():
             raise SystemExit(

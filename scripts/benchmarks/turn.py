@@ -1,4 +1,4 @@
-"""Figures 10-12: a spoken command's turn through a real Home Assistant.
+"""Figures 12-14: a spoken command's turn through a real Home Assistant.
 
 What a voice user feels is the time from the moment they stop speaking to the
 moment the reply starts playing. This runs a real ``hass`` (as ``scripts/develop``
@@ -23,7 +23,7 @@ pipelines). Home Assistant's TTS cache is cleared before every turn, so no
 reply comes from it. The pipelines take turns in a rotating order, round by
 round; medians are reported and every round is in the JSON.
 
-Figure 12 is an announcement the same way: ``tts.speak`` to a demo media
+Figure 14 is an announcement the same way: ``tts.speak`` to a demo media
 player, then the player's media resolved and fetched, to its first byte.
 """
 
@@ -561,7 +561,7 @@ def _median(values: list[float]) -> float:
 
 
 def turn_figures(config: BenchConfig) -> list[Figure]:
-    """Figures 10-12 (blocking: call it from a thread, it runs its own loop)."""
+    """Figures 12-14 (blocking: call it from a thread, it runs its own loop)."""
     audio = command_audio()
     log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept for the error tail
         "w+", prefix="bench-turn-", suffix=".log", delete=False

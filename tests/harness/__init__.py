@@ -7,6 +7,8 @@
   (``python -m tests.harness.model_server``).
 - :mod:`.realhass`: a real ``hass`` process running this integration against
   the stand-in: what ``scripts/develop`` runs and the end-to-end tests use.
+- :mod:`.alsa_room`: a microphone and a speaker for the satellite's real sound
+  path (PortAudio through ALSA's ``file`` plugin), with no sound hardware.
 
 Import these as a package (``from tests.harness.standin import StandinServer``);
 nothing here imports ``scripts/``.

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from contextlib import aclosing
+import dataclasses
 import json
 import logging
 import re
@@ -42,6 +43,7 @@ from .models import (
     Translation,
     Voice,
     VoiceChatReply,
+    VoiceList,
 )
 from .params import (
     check_choice,
@@ -56,6 +58,28 @@ _LOGGER = logging.getLogger(__name__)
 
 # Task ids go into a URL path: allow only what cannot change the path.
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A result URL longer than this, or with control characters, is not one.
+_MAX_URL_CHARS = 2048
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# How each format's file begins. A body that does not is not that audio
+# (an HTML error page, an SVG, zeros from a broken proxy), and must not be
+# played or stored as if it were. Formats not listed are not checked.
+_AUDIO_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "mp3": (b"ID3", b"\xff\xe0", b"\xff\xf0"),  # tag, or a frame sync (masked)
+    "wav": (b"RIFF",),
+    "ogg": (b"OggS",),
+    "flac": (b"fLaC",),
+}
+_MAGIC_BYTES = 4
+# What a malformed answer raises while it is decoded: all mean "unreadable".
+_DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 
 
 class TtsAiClient:
@@ -145,8 +169,10 @@ class TtsAiClient:
 
     async def list_models(self) -> list[Model]:
         """Return the models the service offers."""
-        document = await self._fetch_json(self._request(ep.MODELS))
-        return [Model.from_dict(item) for item in _list_field(document, "models")]
+        return await self._json(
+            ep.MODELS,
+            lambda doc: [Model.from_dict(item) for item in _list_field(doc, "models")],
+        )
 
     async def list_voices(
         self,
@@ -154,12 +180,26 @@ class TtsAiClient:
         model: str | None = None,
         language: str | None = None,
         gender: str | None = None,
-    ) -> list[Voice]:
-        """Return the voices, optionally filtered by model, language, gender."""
-        check_choice("gender", gender, ep.GENDERS)
-        query = form_fields({"model": model, "language": language, "gender": gender})
-        document = await self._fetch_json(self._request(ep.VOICES, query=query))
-        return [Voice.from_dict(item) for item in _list_field(document, "voices")]
+    ) -> VoiceList:
+        """Return the voices, optionally filtered by model, language, gender.
+
+        The answer's ``total`` is kept; while it says more voices exist than
+        arrived, the next page is asked for (at most ``MAX_VOICE_PAGES``).
+        """
+        values = {"model": model, "language": language, "gender": gender}
+        self._check(ep.VOICES, values)
+        query = form_fields(values)
+        voices: dict[str, Voice] = {}
+        total: int | None = None
+        for page in range(ep.MAX_VOICE_PAGES):
+            if page:
+                query[ep.VOICES_OFFSET_PARAM] = str(len(voices))
+            batch, total = await self._json(ep.VOICES, _voice_page, query=query)
+            new = [voice for voice in batch if voice.id not in voices]
+            voices.update((voice.id, voice) for voice in new)
+            if total is None or len(voices) >= total or not new:
+                break
+        return VoiceList(tuple(voices.values()), total)
 
     # --- Speech synthesis -----------------------------------------------------
 
@@ -179,9 +219,8 @@ class TtsAiClient:
         joined), so check ``AudioResult.format``.
         """
         text = check_text("text", text)
-        check_choice("format", format, ep.TTS_FORMATS)
-        check_range("speed", speed, ep.SPEED_RANGE)
         fields = {"model": model, "voice": voice, "speed": speed, "language": language}
+        self._check(ep.TTS, {**fields, "format": format})
 
         def one_part(chunk: str, part_format: str) -> ApiRequest:
             body = json_fields({**fields, "text": chunk, "format": part_format})
@@ -208,20 +247,19 @@ class TtsAiClient:
         TextTooLongError.
         """
         text = check_text("text", text)
-        check_choice("format", format, ep.TTS_FORMATS)
-        check_range("speed", speed, ep.SPEED_RANGE)
+        fields = {"model": model, "voice": voice, "speed": speed, "language": language}
+        self._check(ep.TTS, {**fields, "format": format})
         chunks = chunk_text(text, self.max_text_chars)
         if len(chunks) > 1 and format not in STREAM_JOINABLE_FORMATS:
             raise TextTooLongError(
                 f"text is {len(text)} characters; a {format} stream allows at most "
                 f"{self.max_text_chars} (use mp3 or ogg to stream longer texts)"
             )
-        fields = {"model": model, "voice": voice, "speed": speed, "language": language}
         for index, chunk in enumerate(chunks):
             body = json_fields(
                 {**fields, "text": chunk, "format": format, "stream": True}
             )
-            pieces = self._stream(self._request(ep.TTS, json=body))
+            pieces = self._stream(self._request(ep.TTS, json=body), format)
             if index and format == "mp3":
                 pieces = _without_id3v2(pieces)
             async with aclosing(pieces):
@@ -243,9 +281,9 @@ class TtsAiClient:
         Long texts are split like :meth:`tts`; each part re-sends the reference.
         """
         text = check_text("text", text)
-        check_choice("format", format, ep.CLONE_FORMATS)
-        upload = self._upload(ep.CLONE, reference_audio, reference_filename)
         fields = {"model": model, "language": language}
+        self._check(ep.CLONE, {**fields, "format": format})
+        upload = self._upload(ep.CLONE, reference_audio, reference_filename)
 
         def one_part(chunk: str, part_format: str) -> ApiRequest:
             values = form_fields({**fields, "text": chunk, "format": part_format})
@@ -277,8 +315,9 @@ class TtsAiClient:
                 "diarize": True if diarize else None,
             }
         )
-        request = self._request(ep.STT, fields=fields, upload=upload)
-        return Transcription.from_dict(await self._fetch_json(request))
+        return await self._json(
+            ep.STT, Transcription.from_dict, fields=fields, upload=upload
+        )
 
     async def voice_convert(
         self,
@@ -290,11 +329,8 @@ class TtsAiClient:
         format: str | None = None,
     ) -> AudioResult:
         """Make ``audio`` sound like ``target_voice``."""
-        check_choice("format", format, ep.VOICE_CONVERT_FORMATS)
         fields = {"target_voice": target_voice, "model": model, "format": format}
-        return await self._audio_tool(
-            ep.VOICE_CONVERT, audio, filename, fields, format or "wav"
-        )
+        return await self._audio_tool(ep.VOICE_CONVERT, audio, filename, fields)
 
     async def translate(
         self,
@@ -306,16 +342,14 @@ class TtsAiClient:
         preserve_voice: bool | None = None,
     ) -> Translation:
         """Transcribe, translate and re-speak ``audio``; fetch ``audio_url``."""
-        upload = self._upload(ep.TRANSLATE, audio, filename)
-        fields = form_fields(
-            {
-                "target_language": target_language,
-                "voice": voice,
-                "preserve_voice": preserve_voice,
-            }
+        fields = {
+            "target_language": target_language,
+            "voice": voice,
+            "preserve_voice": preserve_voice,
+        }
+        return await self._json_tool(
+            ep.TRANSLATE, audio, filename, fields, Translation.from_dict
         )
-        request = self._request(ep.TRANSLATE, fields=fields, upload=upload)
-        return Translation.from_dict(await self._fetch_json(request))
 
     async def speech_to_speech(
         self,
@@ -328,12 +362,8 @@ class TtsAiClient:
         speed: float | None = None,
     ) -> AudioResult:
         """Change the delivery, emotion or voice of ``audio``."""
-        check_choice("emotion", emotion, ep.EMOTIONS)
-        check_range("speed", speed, ep.SPEED_RANGE)
         fields = {"voice": voice, "model": model, "emotion": emotion, "speed": speed}
-        return await self._audio_tool(
-            ep.SPEECH_TO_SPEECH, audio, filename, fields, None
-        )
+        return await self._audio_tool(ep.SPEECH_TO_SPEECH, audio, filename, fields)
 
     # --- Audio tools ------------------------------------------------------------
 
@@ -348,14 +378,13 @@ class TtsAiClient:
         strength: int | None = None,
     ) -> AudioResult:
         """Denoise and clarify ``audio``."""
-        check_range("strength", strength, ep.ENHANCE_STRENGTH_RANGE)
         fields = {
             "denoise": denoise,
             "enhance_clarity": enhance_clarity,
             "super_resolution": super_resolution,
             "strength": strength,
         }
-        return await self._audio_tool(ep.ENHANCE, audio, filename, fields, None)
+        return await self._audio_tool(ep.ENHANCE, audio, filename, fields)
 
     async def dereverb(
         self,
@@ -366,16 +395,14 @@ class TtsAiClient:
         intensity: int | None = None,
     ) -> AudioResult:
         """Remove echo and/or reverb from ``audio``."""
-        check_choice("type", type, ep.DEREVERB_TYPES)
-        check_range("intensity", intensity, ep.DEREVERB_INTENSITY_RANGE)
         fields = {"type": type, "intensity": intensity}
-        return await self._audio_tool(ep.DEREVERB, audio, filename, fields, None)
+        return await self._audio_tool(ep.DEREVERB, audio, filename, fields)
 
     async def analyze(self, audio: bytes, *, filename: str) -> AudioAnalysis:
         """Find the musical key and tempo of ``audio``."""
-        upload = self._upload(ep.ANALYZE, audio, filename)
-        request = self._request(ep.ANALYZE, upload=upload)
-        return AudioAnalysis.from_dict(await self._fetch_json(request))
+        return await self._json_tool(
+            ep.ANALYZE, audio, filename, {}, AudioAnalysis.from_dict
+        )
 
     async def convert(
         self,
@@ -388,17 +415,13 @@ class TtsAiClient:
         channels: str | None = None,
     ) -> AudioResult:
         """Convert ``audio`` to another format (free)."""
-        check_choice("format", format, ep.CONVERT_FORMATS)
-        check_choice("bitrate", bitrate, ep.CONVERT_BITRATES_KBPS)
-        check_choice("sample_rate", sample_rate, ep.CONVERT_SAMPLE_RATES)
-        check_choice("channels", channels, ep.CONVERT_CHANNELS)
         fields = {
             "format": format,
             "bitrate": bitrate,
             "sample_rate": sample_rate,
             "channels": channels,
         }
-        return await self._audio_tool(ep.CONVERT, audio, filename, fields, format)
+        return await self._audio_tool(ep.CONVERT, audio, filename, fields)
 
     async def separate(
         self,
@@ -411,26 +434,21 @@ class TtsAiClient:
         webhook_url: str | None = None,
     ) -> TaskStatus:
         """Start stem separation; poll :meth:`get_result` or await the webhook."""
-        check_choice("stems", stems, ep.SEPARATE_STEMS)
-        check_choice("format", format, ep.SEPARATE_FORMATS)
-        upload = self._upload(ep.SEPARATE, audio, filename)
-        fields = form_fields(
-            {
-                "model": model,
-                "stems": stems,
-                "format": format,
-                "webhook_url": webhook_url,
-            }
-        )
-        request = self._request(ep.SEPARATE, fields=fields, upload=upload)
-        return _task_status(await self._fetch_json(request))
+        fields = {
+            "model": model,
+            "stems": stems,
+            "format": format,
+            "webhook_url": webhook_url,
+        }
+        return await self._json_tool(ep.SEPARATE, audio, filename, fields, _task_status)
 
     async def get_result(self, task_id: str) -> TaskStatus:
         """Return the state (and, when done, the result URLs) of a long task."""
         if not _TASK_ID.fullmatch(task_id or "") or ".." in task_id:
             raise BadRequestError(f"invalid task id {task_id!r}")
-        request = self._request(ep.RESULTS, path_params={"task_id": task_id})
-        return _task_status(await self._fetch_json(request))
+        return await self._json(
+            ep.RESULTS, _task_status, path_params={"task_id": task_id}
+        )
 
     # --- Voice chat and downloads ---------------------------------------------------
 
@@ -463,31 +481,54 @@ class TtsAiClient:
             "conversation_id": conversation_id,
         }
         if audio is not None:
-            upload = self._upload(ep.VOICE_CHAT, audio, filename or "audio.wav")
-            request = self._request(
-                ep.VOICE_CHAT, fields=form_fields(values), upload=upload
+            return await self._json_tool(
+                ep.VOICE_CHAT,
+                audio,
+                filename or "audio.wav",
+                values,
+                VoiceChatReply.from_dict,
             )
-        else:
-            request = self._request(ep.VOICE_CHAT, json=json_fields(values))
-        return VoiceChatReply.from_dict(await self._fetch_json(request))
+        return await self._json(
+            ep.VOICE_CHAT, VoiceChatReply.from_dict, json=json_fields(values)
+        )
 
-    async def download(self, url: str) -> AudioResult:
+    async def download(self, url: str, *, format: str | None = None) -> AudioResult:
         """Fetch a result file (``audio_url``, a stem URL) with the API key.
 
-        The key is only ever sent to the base URL's own origin: any other
-        host, port or scheme raises ForeignUrlError without a request.
+        The key is only ever sent to the base URL's own origin: a URL on any
+        other host, port or scheme raises ForeignUrlError without a request,
+        a malformed one InvalidResponseError. The result's format comes from
+        the answer's audio Content-Type, else from ``format`` (what was asked
+        for), never from the URL: the cloud does not choose file extensions.
         """
-        target = self._base_url.join(URL(url))
-        if target.origin() != self._base_url.origin():
-            raise ForeignUrlError(
+        target = self._result_url(url)
+        request = dataclasses.replace(self._request(ep.DOWNLOAD), url=target, query={})
+        return self._audio_result(await self._fetch(request), format)
+
+    # --- Internals --------------------------------------------------------------
+
+    def _result_url(self, url: Any) -> URL:
+        """Resolve a result URL the cloud sent; refuse foreign or malformed ones."""
+        if (
+            not isinstance(url, str)
+            or not url
+            or len(url) > _MAX_URL_CHARS
+            or _CONTROL_CHARS.search(url)
+        ):
+            raise self._invalid("the cloud sent a malformed result URL")
+        try:
+            target = self._base_url.join(URL(url))
+            origin = target.origin()
+        except ValueError, TypeError:
+            raise self._invalid("the cloud sent a malformed result URL") from None
+        if origin != self._base_url.origin():
+            error = ForeignUrlError(
                 f"refusing to send the API key to {target.scheme}://{target.host}: "
                 f"result URLs must be on {self._base_url.origin()}"
             )
-        response = await self._transport.fetch(ApiRequest("GET", target))
-        suffix = target.suffix.lstrip(".").lower() or None
-        return self._audio_result(response, suffix)
-
-    # --- Internals --------------------------------------------------------------
+            self._observe_error(error)
+            raise error
+        return target
 
     def _request(
         self,
@@ -508,7 +549,16 @@ class TtsAiClient:
             fields=dict(fields or {}),
             upload=upload,
             query=dict(query or {}),
+            response_limit_bytes=endpoint.response_limit_bytes,
         )
+
+    @staticmethod
+    def _check(endpoint: ep.Endpoint, values: Mapping[str, Any]) -> None:
+        """Check the fields the endpoint table constrains, before sending."""
+        for name, allowed in endpoint.choices.items():
+            check_choice(name, values.get(name), allowed)
+        for name, bounds in endpoint.ranges.items():
+            check_range(name, values.get(name), bounds)
 
     def _upload(
         self,
@@ -530,16 +580,61 @@ class TtsAiClient:
         assert endpoint.upload_field is not None
         return Upload(endpoint.upload_field, data, filename, content_type)
 
-    async def _fetch_json(self, request: ApiRequest) -> dict[str, Any]:
-        """Send ``request`` and decode its JSON object response."""
-        response = await self._transport.fetch(request)
+    async def _fetch(self, request: ApiRequest) -> ApiResponse:
+        """Send ``request``: the one way out, every failure a TtsAiError.
+
+        The transport maps network failures and error statuses; anything
+        else that escapes (a bug in the exchange, a value aiohttp refuses)
+        still leaves as a typed error, never as a raw exception.
+        """
         try:
-            document = json.loads(response.body)
-        except ValueError:
-            document = None
-        if not isinstance(document, dict):
-            raise self._invalid(f"{request.url.path} did not answer with a JSON object")
-        return document
+            return await self._transport.fetch(request)
+        except TtsAiError:
+            raise
+        except _DECODE_ERRORS as err:
+            raise self._invalid(
+                f"unreadable answer to {request.method} {request.url.path}: "
+                f"{type(err).__name__}"
+            ) from None
+
+    async def _json[T](
+        self,
+        endpoint: ep.Endpoint,
+        parse: Callable[[Mapping[str, Any]], T],
+        **request_args: Any,
+    ) -> T:
+        """Call a JSON endpoint and parse its answer; unreadable ones are typed."""
+        request = self._request(endpoint, **request_args)
+        response = await self._fetch(request)
+        try:
+            document = json.loads(response.body, parse_constant=_no_constant)
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")  # noqa: TRY004
+            credits_used = header_float(response.headers, ep.HEADER_CREDITS_USED)
+            if document.get("credits_used") is None and credits_used is not None:
+                # What this answer cost, from its header when the body is silent.
+                document["credits_used"] = credits_used
+            return parse(document)
+        except _DECODE_ERRORS as err:
+            raise self._invalid(
+                f"{request.url.path} answered with JSON the contract does not "
+                f"allow ({type(err).__name__}: {str(err)[:200]})"
+            ) from None
+
+    async def _json_tool[T](
+        self,
+        endpoint: ep.Endpoint,
+        audio: bytes,
+        filename: str,
+        values: Mapping[str, Any],
+        parse: Callable[[Mapping[str, Any]], T],
+    ) -> T:
+        """Upload ``audio`` to an endpoint that answers with JSON."""
+        self._check(endpoint, values)
+        upload = self._upload(endpoint, audio, filename)
+        return await self._json(
+            endpoint, parse, fields=form_fields(values), upload=upload
+        )
 
     async def _audio_tool(
         self,
@@ -547,12 +642,13 @@ class TtsAiClient:
         audio: bytes,
         filename: str,
         values: Mapping[str, Any],
-        expected_format: str | None,
     ) -> AudioResult:
         """Upload ``audio`` to an endpoint that answers with audio bytes."""
+        self._check(endpoint, values)
         upload = self._upload(endpoint, audio, filename)
         request = self._request(endpoint, fields=form_fields(values), upload=upload)
-        return self._audio_result(await self._transport.fetch(request), expected_format)
+        expected = values.get("format") or endpoint.default_format
+        return self._audio_result(await self._fetch(request), expected)
 
     async def _synthesize(
         self,
@@ -563,28 +659,35 @@ class TtsAiClient:
         """Synthesise ``text`` in as many requests as the text limit needs."""
         chunks = chunk_text(text, self.max_text_chars)
         if len(chunks) == 1:
-            response = await self._transport.fetch(one_part(chunks[0], fmt))
+            response = await self._fetch(one_part(chunks[0], fmt))
             return self._audio_result(response, fmt)
         part_format = fmt if fmt in JOINABLE_FORMATS else "wav"
         _LOGGER.debug("Synthesising %d characters in %d parts", len(text), len(chunks))
-        # Parts run concurrently (bounded by the plan's concurrency limit); a
-        # failing part cancels the others.
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self._transport.fetch(one_part(chunk, part_format)))
-                for chunk in chunks
-            ]
-        parts = [self._audio_result(task.result(), part_format) for task in tasks]
-        return self._join(parts)
+        # Parts run concurrently, no more at once than the plan allows: a
+        # part queued here has not started, so its deadline has not either.
+        # A failing part cancels the others.
+        running = asyncio.Semaphore(self.plan_limits.concurrent_requests)
 
-    def _join(self, parts: list[AudioResult]) -> AudioResult:
-        """Join synthesised parts into one result."""
+        async def part(chunk: str) -> AudioResult:
+            async with running:
+                response = await self._fetch(one_part(chunk, part_format))
+            return self._audio_result(response, part_format)
+
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(part(chunk)) for chunk in chunks]
+        return await self._join([task.result() for task in tasks])
+
+    async def _join(self, parts: list[AudioResult]) -> AudioResult:
+        """Join synthesised parts into one result (off the event loop)."""
         formats = {part.format for part in parts}
         if len(formats) != 1:
             raise self._invalid(f"parts came back in different formats: {formats}")
         fmt = formats.pop()
         try:
-            data = join_audio([part.data for part in parts], fmt)
+            # Hundreds of megabytes may be copied: never in the event loop.
+            data = await asyncio.get_running_loop().run_in_executor(
+                None, join_audio, [part.data for part in parts], fmt
+            )
         except ValueError as err:
             raise self._invalid(f"cannot join the synthesised parts: {err}") from None
         used = [part.credits_used for part in parts if part.credits_used is not None]
@@ -598,41 +701,78 @@ class TtsAiClient:
     def _audio_result(
         self, response: ApiResponse, expected_format: str | None
     ) -> AudioResult:
-        """Turn an audio response into an AudioResult."""
+        """Turn an audio response into an AudioResult.
+
+        The format is an allowlisted audio type: the answer's Content-Type,
+        or (for a bare ``application/octet-stream``) what was asked for.
+        """
         content_type = response.content_type
         fmt = ep.FORMAT_BY_CONTENT_TYPE.get(content_type)
-        if fmt is None and content_type in ("", "application/octet-stream"):
+        if (
+            fmt is None
+            and content_type in ("", ep.OCTET_STREAM)
+            and expected_format in ep.CONTENT_TYPES
+        ):
             fmt = expected_format
         if fmt is None or not response.body:
             raise self._invalid(
-                f"expected audio but got {content_type or 'no content type'} "
+                f"expected audio but got {content_type[:100] or 'no content type'} "
                 f"({len(response.body)} bytes)"
             )
+        self._check_magic(fmt, response.body)
         return AudioResult(
             data=response.body,
             format=fmt,
-            content_type=ep.CONTENT_TYPES.get(fmt, content_type),
+            content_type=ep.CONTENT_TYPES[fmt],
             credits_used=header_float(response.headers, ep.HEADER_CREDITS_USED),
         )
 
-    async def _stream(self, request: ApiRequest) -> AsyncIterator[bytes]:
-        """Yield the body of ``request``'s response as it arrives."""
+    async def _stream(self, request: ApiRequest, fmt: str) -> AsyncGenerator[bytes]:
+        """Yield the body of ``request``'s response as it arrives.
+
+        Nothing is yielded until the answer shows it is ``fmt`` audio (its
+        Content-Type and first bytes): once a chunk is out it is played, so
+        an answer that is not audio must fail before, while the device can
+        still take the whole sentence.
+        """
         async with self._transport.open(request) as response:
-            chunks = aiter(response.content.iter_any())
+            content_type = ApiResponse(
+                response.status, response.headers, b""
+            ).content_type
+            declared = ep.FORMAT_BY_CONTENT_TYPE.get(content_type)
+            if declared is None and content_type not in ("", ep.OCTET_STREAM):
+                raise self._invalid(
+                    f"expected a {fmt} stream but got {content_type[:100]}"
+                )
+            kind = declared or fmt
+            head = b""
+            checked = False
             # The first byte has its own deadline: headers may come at once
             # while synthesis has not produced any audio yet.
-            chunk = await self._transport.read_chunk(
-                chunks, request, deadline=self._first_byte_deadline
-            )
-            while chunk is not None:
-                if chunk:
+            async for chunk in self._transport.body(
+                response, request, first_byte_timeout=self._first_byte_deadline
+            ):
+                if checked:
                     yield chunk
-                chunk = await self._transport.read_chunk(chunks, request)
+                    continue
+                head += chunk
+                if len(head) >= _MAGIC_BYTES:
+                    self._check_magic(kind, head)
+                    checked = True
+                    yield head
+            if head and not checked:
+                self._check_magic(kind, head)
+                yield head
 
     @property
     def _first_byte_deadline(self) -> float:
         """Seconds allowed for a stream's first audio bytes."""
         return self._transport.first_byte_timeout
+
+    def _check_magic(self, fmt: str, head: bytes) -> None:
+        """Raise InvalidResponseError unless ``head`` can begin ``fmt`` audio."""
+        if not _looks_like(fmt, head[:_MAGIC_BYTES]):
+            raise self._invalid(f"the answer is labelled {fmt} but is not {fmt} audio")
 
     def _invalid(self, message: str) -> InvalidResponseError:
         """Build (and record) an InvalidResponseError."""
@@ -682,14 +822,45 @@ def _list_field(document: Mapping[str, Any], name: str) -> list[Mapping[str, Any
     return [item for item in items if isinstance(item, Mapping) and "id" in item]
 
 
+def _voice_page(document: Mapping[str, Any]) -> tuple[list[Voice], int | None]:
+    """Parse one page of ``GET voices/``: its voices and the catalogue's total."""
+    voices = [Voice.from_dict(item) for item in _list_field(document, "voices")]
+    total = document.get("total")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        total = None
+    return voices, total
+
+
 def _task_status(document: Mapping[str, Any]) -> TaskStatus:
-    """Parse a task status, rejecting a body without a task id."""
-    if "task_id" not in document:
-        raise InvalidResponseError("the task response has no task_id")
-    return TaskStatus.from_dict(document)
+    """Parse a task status; no task id or more stems than exist is unreadable."""
+    if not isinstance(document.get("task_id"), str | int):
+        raise ValueError("the task response has no task_id")  # noqa: TRY004
+    status = TaskStatus.from_dict(document)
+    if len(status.urls) > ep.MAX_STEMS:
+        raise ValueError(
+            f"the task lists {len(status.urls)} results; a separation has at "
+            f"most {ep.MAX_STEMS} stems"
+        )
+    return status
 
 
-async def _without_id3v2(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+def _looks_like(fmt: str, head: bytes) -> bool:
+    """Whether ``head`` (the first bytes) can begin a ``fmt`` file."""
+    magic = _AUDIO_MAGIC.get(fmt)
+    if magic is None:
+        return True
+    if fmt == "mp3" and len(head) >= 2 and head[0] == 0xFF:
+        # A frame sync: eleven set bits.
+        return head[1] & 0xE0 == 0xE0
+    return head.startswith(magic)
+
+
+def _no_constant(name: str) -> Any:
+    """Refuse ``NaN`` and ``Infinity`` in JSON: the contract has no such numbers."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+async def _without_id3v2(pieces: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
     """Pass an MP3 stream through, minus a leading ID3v2 tag.
 
     Used for the second and later parts of a multi-part stream: a tag in the

@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 import json
+import math
 from typing import Any
 
 from .headers import parse_reset, parse_retry_after
+
+# The service's error message goes into logs and translated errors: keep it short.
+_MAX_MESSAGE_CHARS = 500
+# Error codes are short snake_case words; anything longer is not one.
+_MAX_CODE_CHARS = 64
 
 
 class TtsAiError(Exception):
@@ -56,9 +62,21 @@ class TtsAiTimeoutError(TtsAiConnectionError):
 
 
 class InvalidResponseError(TtsAiError):
-    """The service answered with something the contract does not allow."""
+    """The service answered with something the contract does not allow.
+
+    Malformed JSON or fields, audio that is not audio, a result URL off the
+    service's origin, more stems than exist, an answer over its size limit:
+    every unreadable answer is this one error, and it means "the cloud cannot
+    serve this now" (the device takes over where there is one).
+    """
 
     default_code = "invalid_response"
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """The answer was bigger than its endpoint's limit; reading stopped there."""
+
+    default_code = "response_too_large"
 
 
 class BadRequestError(TtsAiError):
@@ -111,7 +129,7 @@ class FileTooLargeError(TtsAiError):
         """The endpoint's upload limit, when known."""
         for key in ("limit_bytes", "max_bytes", "max_size", "limit"):
             value = _number(self.extra.get(key))
-            if value is not None:
+            if value is not None and value >= 0:
                 return int(value)
         return None
 
@@ -170,8 +188,8 @@ class UploadTooLargeError(FileTooLargeError):
     """Raised before sending: the upload is over the endpoint's limit."""
 
 
-class ForeignUrlError(BadRequestError):
-    """Refused to send the API key to a host other than the service's."""
+class ForeignUrlError(InvalidResponseError):
+    """A result URL points off the service's origin; the key is not sent there."""
 
 
 ERROR_CLASSES: dict[str, type[TtsAiError]] = {
@@ -235,7 +253,7 @@ def _parse_error_body(body: bytes) -> tuple[str | None, str | None, dict[str, An
     """Return ``(code, message, extra fields)`` from a documented error body."""
     try:
         document = json.loads(body)
-    except ValueError:
+    except ValueError, RecursionError:
         return None, None, {}
     error = document.get("error") if isinstance(document, dict) else None
     if not isinstance(error, dict):
@@ -244,14 +262,26 @@ def _parse_error_body(body: bytes) -> tuple[str | None, str | None, dict[str, An
     message = error.get("message")
     extra = {k: v for k, v in error.items() if k not in ("code", "message")}
     return (
-        code if isinstance(code, str) else None,
-        message if isinstance(message, str) else None,
+        _printable(code, _MAX_CODE_CHARS) if isinstance(code, str) else None,
+        _printable(message, _MAX_MESSAGE_CHARS) if isinstance(message, str) else None,
         extra,
     )
 
 
+def _printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, control characters as spaces.
+
+    A newline in a message would start a forged line in Home Assistant's log.
+    """
+    return "".join(char if char.isprintable() else " " for char in text[:limit])
+
+
 def _number(value: Any) -> float | None:
-    """Return ``value`` as a number, or None when it is not one."""
+    """Return ``value`` as a finite number, or None when it is not one."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

@@ -37,13 +37,18 @@ class ConcurrencyLimiter:
         self._wake_waiters()
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the duration of the ``async with`` block."""
+    async def slot(self, deadline_at: float | None = None) -> AsyncIterator[None]:
+        """Hold one slot for the duration of the ``async with`` block.
+
+        ``deadline_at`` (a loop time) bounds the wait: TimeoutError when no
+        slot is free by then, so a queued request keeps its own deadline.
+        """
         while self._active >= self._limit:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                async with asyncio.timeout_at(deadline_at):
+                    await waiter
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)

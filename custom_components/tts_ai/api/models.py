@@ -6,9 +6,10 @@ fields without breaking the client.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+import math
 from typing import Any, Self
 
 from .endpoints import (
@@ -38,11 +39,11 @@ class Model:
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from the service's JSON object."""
         return cls(
-            id=str(data["id"]),
-            name=str(data.get("name") or data["id"]),
-            type=str(data.get("type") or "tts"),
+            id=_str(data["id"]),
+            name=_str(data.get("name") or data["id"]),
+            type=_str(data.get("type") or "tts"),
             tier=_optional_str(data.get("tier")),
-            languages=[str(lang) for lang in data.get("languages") or []],
+            languages=[_str(lang) for lang in _list(data.get("languages"))],
             supports_cloning=bool(data.get("supports_cloning", False)),
             supports_streaming=bool(data.get("supports_streaming", False)),
             credits_per_1k_chars=_optional_float(data.get("credits_per_1k_chars")),
@@ -64,13 +65,38 @@ class Voice:
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from the service's JSON object."""
         return cls(
-            id=str(data["id"]),
-            name=str(data.get("name") or data["id"]),
+            id=_str(data["id"]),
+            name=_str(data.get("name") or data["id"]),
             model=_optional_str(data.get("model")),
             language=_optional_str(data.get("language")),
             gender=_optional_str(data.get("gender")),
-            preview_url=_optional_str(data.get("preview_url")),
+            preview_url=_optional_url(data.get("preview_url")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceList:
+    """The voices of ``GET voices/`` and the ``total`` the service reported.
+
+    Iterates like the list of voices. ``complete`` is False when the service
+    said it has more voices than the pages fetched returned.
+    """
+
+    voices: tuple[Voice, ...]
+    total: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every voice the service counted is here."""
+        return self.total is None or len(self.voices) >= self.total
+
+    def __iter__(self) -> Iterator[Voice]:
+        """Iterate over the voices."""
+        return iter(self.voices)
+
+    def __len__(self) -> int:
+        """Return the number of voices fetched."""
+        return len(self.voices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +161,9 @@ class Word:
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from the service's JSON object."""
         return cls(
-            word=str(data.get("word", data.get("text", ""))),
-            start=float(data.get("start", 0.0)),
-            end=float(data.get("end", 0.0)),
+            word=_str(data.get("word", data.get("text", ""))),
+            start=_number(data.get("start", 0.0)),
+            end=_number(data.get("end", 0.0)),
             probability=_optional_float(data.get("probability")),
         )
 
@@ -156,11 +182,11 @@ class Segment:
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from the service's JSON object."""
         return cls(
-            start=float(data.get("start", 0.0)),
-            end=float(data.get("end", 0.0)),
-            text=str(data.get("text", "")),
+            start=_number(data.get("start", 0.0)),
+            end=_number(data.get("end", 0.0)),
+            text=_str(data.get("text", "")),
             speaker=_optional_str(data.get("speaker")),
-            words=[Word.from_dict(word) for word in data.get("words") or []],
+            words=[Word.from_dict(word) for word in _list(data.get("words"))],
         )
 
 
@@ -172,15 +198,18 @@ class Transcription:
     language: str | None = None
     duration: float | None = None
     segments: list[Segment] = field(default_factory=list)
+    # What this answer said it cost (its X-Credits-Used; None: it did not say).
+    credits_used: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from the service's JSON object."""
         return cls(
-            text=str(data.get("text", "")),
+            text=_str(data.get("text", "")),
             language=_optional_str(data.get("language")),
             duration=_optional_float(data.get("duration")),
-            segments=[Segment.from_dict(seg) for seg in data.get("segments") or []],
+            segments=[Segment.from_dict(seg) for seg in _list(data.get("segments"))],
+            credits_used=_optional_float(data.get("credits_used")),
         )
 
 
@@ -199,11 +228,11 @@ class Translation:
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from the service's JSON object."""
         return cls(
-            original_text=str(data.get("original_text", "")),
-            translated_text=str(data.get("translated_text", "")),
+            original_text=_str(data.get("original_text", "")),
+            translated_text=_str(data.get("translated_text", "")),
             source_language=_optional_str(data.get("source_language")),
             target_language=_optional_str(data.get("target_language")),
-            audio_url=_optional_str(data.get("audio_url")),
+            audio_url=_optional_url(data.get("audio_url")),
             credits_used=_optional_float(data.get("credits_used")),
         )
 
@@ -228,7 +257,7 @@ class AudioAnalysis:
             bpm=_optional_float(data.get("bpm")),
             time_signature=_optional_str(data.get("time_signature")),
             camelot=_optional_str(data.get("camelot")),
-            compatible_keys=[str(k) for k in data.get("compatible_keys") or []],
+            compatible_keys=[_str(k) for k in _list(data.get("compatible_keys"))],
         )
 
 
@@ -247,9 +276,9 @@ class VoiceChatReply:
         """Build from the service's JSON object."""
         return cls(
             conversation_id=_optional_str(data.get("conversation_id")),
-            user_text=str(data.get("user_text", "")),
-            ai_text=str(data.get("ai_text", "")),
-            audio_url=_optional_str(data.get("audio_url")),
+            user_text=_str(data.get("user_text", "")),
+            ai_text=_str(data.get("ai_text", "")),
+            audio_url=_optional_url(data.get("audio_url")),
             credits_used=_optional_float(data.get("credits_used")),
         )
 
@@ -278,9 +307,9 @@ class TaskStatus:
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
         """Build from the service's JSON object."""
         return cls(
-            task_id=str(data["task_id"]),
-            status=str(data.get("status", "unknown")),
-            result_url=_optional_str(data.get("result_url")),
+            task_id=_str(data["task_id"]),
+            status=_str(data.get("status", "unknown")),
+            result_url=_optional_url(data.get("result_url")),
             urls=_collect_urls(data),
             credits_used=_optional_float(data.get("credits_used")),
             result=dict(data),
@@ -329,30 +358,66 @@ def _collect_urls(data: Mapping[str, Any]) -> dict[str, str]:
     for key in ("stems", "urls", "files"):
         value = data.get(key)
         if isinstance(value, Mapping):
-            urls.update({str(k): str(v) for k, v in value.items() if v})
+            urls.update({_str(k): _str(v) for k, v in value.items() if v})
         elif isinstance(value, list):
             for index, item in enumerate(value):
                 if isinstance(item, str):
                     urls[f"{key}_{index}"] = item
                 elif isinstance(item, Mapping) and item.get("url"):
                     name = item.get("name") or item.get("stem") or f"{key}_{index}"
-                    urls[str(name)] = str(item["url"])
+                    urls[_str(name)] = _str(item["url"])
     return urls
+
+
+def _str(value: Any) -> str:
+    """Return a JSON scalar as a string; a list or object is not one (TypeError)."""
+    if isinstance(value, Mapping | list):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return str(value)
 
 
 def _optional_str(value: Any) -> str | None:
     """Return ``value`` as a string, keeping None."""
-    return None if value is None else str(value)
+    return None if value is None else _str(value)
+
+
+def _optional_url(value: Any) -> str | None:
+    """Return a URL field: a string or None; anything else is TypeError."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"expected a URL, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    """Return a JSON array (None or absent as empty); anything else is TypeError."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def _number(value: Any) -> float:
+    """Return a finite JSON number; anything else is ValueError/TypeError."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"expected a number, got {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
 
 
 def _optional_float(value: Any) -> float | None:
-    """Return ``value`` as a float, or None when absent or not numeric."""
+    """Return ``value`` as a finite float, or None when absent or not numeric."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        return float(value)
-    except TypeError, ValueError:
+        number = float(value)
+    except TypeError, ValueError, OverflowError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def _optional_datetime(value: Any) -> datetime | None:

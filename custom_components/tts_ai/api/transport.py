@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 import logging
 from typing import Any
@@ -17,8 +17,14 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from .endpoints import (
+    JSON_RESPONSE_LIMIT_BYTES,
+    MEGABYTE,
+    MIN_TRANSFER_BYTES_PER_SECOND,
+)
 from .errors import (
     ModelLoadingError,
+    ResponseTooLargeError,
     TtsAiConnectionError,
     TtsAiError,
     TtsAiTimeoutError,
@@ -29,6 +35,10 @@ from .limiter import ConcurrencyLimiter
 _LOGGER = logging.getLogger(__name__)
 
 _REDACTED = "**REDACTED**"
+# An error answer is a small JSON object; read no more of one than this.
+_ERROR_BODY_LIMIT_BYTES = 64 * 1024
+# Bodies bigger than this are joined in the executor, not in the event loop.
+_JOIN_IN_LOOP_BYTES = 4 * MEGABYTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,8 @@ class ApiRequest:
     fields: Mapping[str, str] = field(default_factory=dict)
     upload: Upload | None = None
     query: Mapping[str, str] = field(default_factory=dict)
+    # Largest answer accepted, after decompression (the endpoint's limit).
+    response_limit_bytes: int = JSON_RESPONSE_LIMIT_BYTES
 
     def body_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``ClientSession.request`` (fresh each call)."""
@@ -147,7 +159,18 @@ class Transport:
     async def fetch(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` and read the whole successful response."""
         async with self.open(request) as response:
-            body = await self._guard(response.read(), request)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in self.body(response, request):
+                chunks.append(chunk)
+                size += len(chunk)
+            if size > _JOIN_IN_LOOP_BYTES:
+                # Copying up to the limit (100 MB) would stall the event loop.
+                body = await asyncio.get_running_loop().run_in_executor(
+                    None, b"".join, chunks
+                )
+            else:
+                body = b"".join(chunks)
             return ApiResponse(response.status, response.headers, body)
 
     @asynccontextmanager
@@ -157,19 +180,29 @@ class Transport:
         ``503 model_loading`` is retried with exponential backoff; every other
         error status raises its mapped exception at once. The concurrency slot
         is held until the block exits, so a stream counts while it is read.
+        Waiting for the slot counts against the deadline for the answer.
         """
         attempt = 0
         while True:
-            async with self._limiter.slot():
-                response = await self._start(request)
-                try:
-                    self._on_headers(response.status, response.headers)
-                    if response.status < 300:
-                        yield response
-                        return
-                    body = await self._guard(response.read(), request)
-                finally:
-                    response.release()
+            deadline_at = self._answer_deadline(request)
+            async with AsyncExitStack() as stack:
+                await self._guard(
+                    stack.enter_async_context(self._limiter.slot(deadline_at)),
+                    request,
+                    timeout_message=(
+                        f"No free TTS.ai request slot for {request.method} "
+                        f"{request.url.path}: every slot stayed busy past the "
+                        "deadline"
+                    ),
+                )
+                response = await self._start(request, deadline_at)
+                stack.callback(response.release)
+                self._on_headers(response.status, response.headers)
+                if response.status < 300:
+                    self._check_length(response, request)
+                    yield response
+                    return
+                body = await self._error_body(response, request)
             error = self._error_for(response, body)
             if (
                 isinstance(error, ModelLoadingError)
@@ -189,25 +222,98 @@ class Transport:
             self._on_error(error)
             raise error
 
-    async def read_chunk(
+    async def body(
         self,
-        chunks: AsyncIterator[bytes],
+        response: aiohttp.ClientResponse,
         request: ApiRequest,
         *,
-        deadline: float | None = None,
-    ) -> bytes | None:
-        """Read the next streamed chunk; None at the end of the stream."""
-        return await self._guard(anext(chunks, None), request, deadline=deadline)
+        first_byte_timeout: float | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Yield a successful response's body, within its size and time limits.
 
-    async def _start(self, request: ApiRequest) -> aiohttp.ClientResponse:
-        """Send the request and wait for the response headers."""
-        # An upload's transfer time must not count against the first-byte
-        # deadline; sock_read (started after the body is sent) covers uploads.
-        deadline = (
-            None
-            if request.upload is not None
-            else self._connect_timeout + self._first_byte_timeout
+        The size counts decompressed bytes as they arrive, so a gzip bomb is
+        refused after its limit, not after it has filled the memory. The body
+        has ``first_byte_timeout`` for its first byte and must then keep an
+        average of MIN_TRANSFER_BYTES_PER_SECOND: a cloud trickling a byte
+        now and then times out instead of holding the request forever.
+        """
+        limit = request.response_limit_bytes
+        loop = asyncio.get_running_loop()
+        grace = (
+            self._first_byte_timeout
+            if first_byte_timeout is None
+            else first_byte_timeout
         )
+        started = loop.time()
+        received = 0
+        while True:
+            chunk = await self._guard(
+                response.content.readany(),
+                request,
+                deadline_at=started + grace + received / MIN_TRANSFER_BYTES_PER_SECOND,
+                timeout_message=(
+                    f"TTS.ai sent the answer to {request.method} {request.url.path} "
+                    f"too slowly (stopped after {received} bytes)"
+                ),
+            )
+            if not chunk:
+                return
+            received += len(chunk)
+            if received > limit:
+                raise self._too_large(request)
+            yield chunk
+
+    def _check_length(
+        self, response: aiohttp.ClientResponse, request: ApiRequest
+    ) -> None:
+        """Refuse at once an answer whose declared length is over the limit."""
+        length = response.content_length
+        if length is not None and length > request.response_limit_bytes:
+            raise self._too_large(request)
+
+    def _too_large(self, request: ApiRequest) -> ResponseTooLargeError:
+        """Build (and record) the error for an answer over its limit."""
+        limit = request.response_limit_bytes
+        error = ResponseTooLargeError(
+            f"TTS.ai's answer to {request.method} {request.url.path} is over "
+            f"the {limit / MEGABYTE:g} MB this client accepts from it",
+            extra={"limit_bytes": limit},
+        )
+        self._on_error(error)
+        return error
+
+    async def _error_body(
+        self, response: aiohttp.ClientResponse, request: ApiRequest
+    ) -> bytes:
+        """Read an error answer's body, at most ``_ERROR_BODY_LIMIT_BYTES``."""
+        body = bytearray()
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + self._first_byte_timeout
+        while len(body) <= _ERROR_BODY_LIMIT_BYTES:
+            chunk = await self._guard(
+                response.content.readany(), request, deadline_at=deadline_at
+            )
+            if not chunk:
+                return bytes(body)
+            body += chunk
+        # Longer than any error object: judge the answer by its status alone.
+        return b""
+
+    def _answer_deadline(self, request: ApiRequest) -> float:
+        """Loop time by which the answer's headers must have arrived.
+
+        A slot, the connection and the first byte each have their documented
+        timeout; an upload adds its size at the minimum transfer rate.
+        """
+        budget = self._connect_timeout + self._first_byte_timeout
+        if request.upload is not None:
+            budget += len(request.upload.data) / MIN_TRANSFER_BYTES_PER_SECOND
+        return asyncio.get_running_loop().time() + budget
+
+    async def _start(
+        self, request: ApiRequest, deadline_at: float
+    ) -> aiohttp.ClientResponse:
+        """Send the request and wait for the response headers."""
         response = await self._guard(
             self._session.request(
                 request.method,
@@ -218,7 +324,7 @@ class Transport:
                 **request.body_kwargs(),
             ),
             request,
-            deadline=deadline,
+            deadline_at=deadline_at,
         )
         _LOGGER.debug("%s %s -> %s", request.method, request.url.path, response.status)
         return response
@@ -228,11 +334,15 @@ class Transport:
         awaitable: Awaitable[T],
         request: ApiRequest,
         *,
-        deadline: float | None = None,
+        deadline_at: float | None = None,
+        timeout_message: str | None = None,
     ) -> T:
-        """Await ``awaitable``, translating network failures to our errors."""
+        """Await ``awaitable``, translating network failures to our errors.
+
+        ``deadline_at`` is a loop time (None: only aiohttp's own timeouts).
+        """
         try:
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout_at(deadline_at):
                 return await awaitable
         except aiohttp.ConnectionTimeoutError as err:
             raise self._failed(
@@ -245,7 +355,8 @@ class Transport:
         except TimeoutError as err:  # sock_read, or our own deadline
             raise self._failed(
                 TtsAiTimeoutError(
-                    f"TTS.ai did not answer {request.method} {request.url.path} "
+                    timeout_message
+                    or f"TTS.ai did not answer {request.method} {request.url.path} "
                     f"within {self._first_byte_timeout:g} s"
                 ),
                 err,

@@ -8,7 +8,7 @@ request reloads the model, which costs about a second.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 import contextlib
 import ctypes
 import gc
@@ -27,7 +27,7 @@ class IdleReleaser:
     """
 
     def __init__(
-        self, delay: float | None, release: Callable[[], Awaitable[None]]
+        self, delay: float | None, release: Callable[[], Coroutine[Any, Any, None]]
     ) -> None:
         """Prepare the countdown; nothing is scheduled until a use ends."""
         self._delay = delay
@@ -70,7 +70,9 @@ class IdleReleaser:
         self._timer = None
         if self._active:
             return
-        task = asyncio.get_running_loop().create_task(self._release())
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            self._release()
+        )
         self._release_task = task
         task.add_done_callback(self._on_released)
 

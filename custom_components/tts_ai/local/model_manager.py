@@ -132,6 +132,22 @@ class _DownloadJob:
                 _LOGGER.exception("Progress callback for %s failed", self.item)
 
 
+@dataclass
+class ModelFolder:
+    """What every manager of one models folder shares.
+
+    Two config entries on one folder (a cloud entry and a device-only one,
+    say) must not download the same model side by side: the second writer's
+    ``.part`` files clash with the first's and its download fails. Managers
+    made with the same :class:`ModelFolder` run one download per model and
+    read one voice catalogue per base URL between them.
+    """
+
+    jobs: dict[tuple[str, str], _DownloadJob] = field(default_factory=dict)
+    stopping: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    catalogues: dict[str, PiperCatalogue] = field(default_factory=dict)
+
+
 class ModelManager:
     """Fetch, verify and locate the models of the on-device engines.
 
@@ -151,13 +167,15 @@ class ModelManager:
         retry_backoff: float = 1.0,
         chunk_size: int = 1 << 16,
         read_timeout: float = 60.0,
+        folder: ModelFolder | None = None,
     ) -> None:
         """Set up the manager; nothing touches the disk or network yet.
 
         ``retries`` is how many times one request is repeated after a
         connection error, a 5xx answer or a truncated body; the pauses start
         at ``retry_backoff`` seconds and double. ``read_timeout`` bounds a
-        stalled transfer, which is then resumed like a dropped one.
+        stalled transfer, which is then resumed like a dropped one. Managers
+        of one ``root`` should share one ``folder`` (see :class:`ModelFolder`).
         """
         self._root = Path(root)
         self._piper_base = piper_base_url.rstrip("/") + "/"
@@ -169,12 +187,19 @@ class ModelManager:
             chunk_size=chunk_size,
             read_timeout=read_timeout,
         )
-        self._catalogue = PiperCatalogue(
-            self._downloader, self._piper_base, self._root / PIPER_DIR / CATALOGUE_NAME
-        )
-        self._jobs: dict[tuple[str, str], _DownloadJob] = {}
+        folder = folder or ModelFolder()
+        catalogue = folder.catalogues.get(self._piper_base)
+        if catalogue is None:
+            catalogue = PiperCatalogue(
+                self._downloader,
+                self._piper_base,
+                self._root / PIPER_DIR / CATALOGUE_NAME,
+            )
+            folder.catalogues[self._piper_base] = catalogue
+        self._catalogue = catalogue
+        self._jobs = folder.jobs
         # Cancelled downloads that may still be closing their files.
-        self._stopping: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._stopping = folder.stopping
 
     @property
     def root(self) -> Path:

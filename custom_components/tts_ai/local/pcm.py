@@ -69,4 +69,5 @@ def resample_linear(
     # Positions of the new samples, measured in old-sample indices.
     positions = np.arange(target_length, dtype=np.float64) * (source_rate / target_rate)
     indices = np.arange(samples.size, dtype=np.float64)
-    return np.interp(positions, indices, samples).astype(np.float32)
+    resampled: np.ndarray = np.interp(positions, indices, samples)
+    return resampled.astype(np.float32)

@@ -109,7 +109,7 @@ def _parse_hf_tree(raw: bytes) -> dict[str, tuple[int, str, str]]:
         lfs = entry.get("lfs")
         if isinstance(lfs, dict) and lfs.get("oid"):
             files[path] = (
-                int(lfs.get("size", entry["size"])),
+                int(lfs["size"] if "size" in lfs else entry["size"]),
                 SHA256,
                 str(lfs["oid"]).removeprefix("sha256:").lower(),
             )

@@ -16,6 +16,7 @@ are joined here so the caller gets one playable file:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import struct
 
 # Formats whose files can be concatenated byte-wise (possibly after header
@@ -46,7 +47,7 @@ def pcm_to_wav(pcm: bytes, rate: int, channels: int = 1, width: int = 2) -> byte
         "<HHIIHH", _WAVE_FORMAT_PCM, channels, rate, rate * block_align,
         block_align, width * 8,
     )  # fmt: skip
-    return _wav_file(fmt, pcm)
+    return _wav_file(fmt, [pcm])
 
 
 def join_audio(parts: list[bytes], fmt: str) -> bytes:
@@ -86,34 +87,45 @@ def id3v2_size(data: bytes) -> int | None:
 
 
 def _join_mp3(parts: list[bytes]) -> bytes:
-    """Concatenate MP3 files, keeping only the first part's ID3v2 tag."""
-    joined = bytearray()
+    """Concatenate MP3 files, keeping only the first part's ID3v2 tag.
+
+    Joining hundreds of megabytes in an executor must not hold the GIL (and
+    so Home Assistant's event loop) for the length of the copy. The parts are
+    cut into ``bytes`` (each cut holds the GIL for one part's size) and joined
+    by ``bytes.join``, which lets other threads run while it copies as long
+    as every piece is exactly ``bytes``.
+    """
+    pieces: list[bytes] = []
     last = len(parts) - 1
     for index, part in enumerate(parts):
         tag_size = id3v2_size(part) or 0
         if index == 0:
-            joined += part[:tag_size]
-        frames = part[tag_size:]
-        frames = _drop_info_frame(frames)
-        if index != last and frames[-_ID3V1_SIZE:][:3] == b"TAG":
-            frames = frames[:-_ID3V1_SIZE]
-        joined += frames
-    return bytes(joined)
+            pieces.append(part[:tag_size])
+        end = len(part)
+        if (
+            index != last
+            and end - _ID3V1_SIZE >= tag_size
+            and part[end - _ID3V1_SIZE : end - _ID3V1_SIZE + 3] == b"TAG"
+        ):
+            end -= _ID3V1_SIZE
+        pieces.extend(_without_info_frame(part[tag_size:end]))
+    return b"".join(pieces)
 
 
-def _drop_info_frame(frames: bytes) -> bytes:
-    """Remove a leading Xing/Info/VBRI header frame, if there is one."""
+def _without_info_frame(frames: bytes) -> list[bytes]:
+    """``frames`` without a leading Xing/Info/VBRI header frame, if it has one."""
     # The info frame, when present, is the first frame; junk before it is rare.
-    search_end = min(len(frames), _INFO_FRAME_SEARCH_BYTES)
-    start = frames.find(b"\xff", 0, search_end)
+    head = frames[:_INFO_FRAME_SEARCH_BYTES]
+    search_end = len(head)
+    start = head.find(b"\xff", 0, search_end)
     while start != -1 and start + 4 <= search_end:
-        length = _layer3_frame_length(frames[start : start + 4])
+        length = _layer3_frame_length(head[start : start + 4])
         if length:
             break
-        start = frames.find(b"\xff", start + 1, search_end)
+        start = head.find(b"\xff", start + 1, search_end)
     else:
-        return frames
-    header = frames[start : start + 4]
+        return [frames]
+    header = head[start : start + 4]
     mpeg1 = (header[1] >> 3) & 0b11 == 0b11
     mono = header[3] >> 6 == 0b11
     side_info = (17 if mono else 32) if mpeg1 else (9 if mono else 17)
@@ -122,8 +134,8 @@ def _drop_info_frame(frames: bytes) -> bytes:
     if frames[xing_at : xing_at + 4] in (b"Xing", b"Info") or (
         frames[start + 36 : start + 40] == b"VBRI"
     ):
-        return frames[:start] + frames[start + length :]
-    return frames
+        return [frames[:start], frames[start + length :]]
+    return [frames]
 
 
 def _layer3_frame_length(header: bytes) -> int | None:
@@ -146,15 +158,15 @@ def _layer3_frame_length(header: bytes) -> int | None:
 
 
 def _join_wav(parts: list[bytes]) -> bytes:
-    """Merge the samples of WAV files under one header."""
+    """Merge the samples of WAV files under one header (see _join_mp3 on the GIL)."""
     first_fmt, _ = _parse_wav(parts[0])
-    samples = bytearray()
+    samples: list[bytes] = []
     for part in parts:
         fmt, pcm = _parse_wav(part)
         if fmt != first_fmt:
             raise ValueError("WAV parts have different sample formats")
-        samples += pcm
-    return _wav_file(first_fmt, bytes(samples))
+        samples.append(pcm)
+    return _wav_file(first_fmt, samples)
 
 
 def _parse_wav(data: bytes) -> tuple[bytes, bytes]:
@@ -179,10 +191,11 @@ def _parse_wav(data: bytes) -> tuple[bytes, bytes]:
     raise ValueError("WAV file has no data chunk")
 
 
-def _wav_file(fmt: bytes, samples: bytes) -> bytes:
-    """Build a RIFF/WAVE file from a ``fmt `` chunk body and samples."""
-    pad = b"\x00" if len(samples) % 2 else b""
-    riff_size = 4 + (8 + len(fmt)) + (8 + len(samples) + len(pad))
+def _wav_file(fmt: bytes, samples: Sequence[bytes]) -> bytes:
+    """Build a RIFF/WAVE file from a ``fmt `` chunk body and runs of samples."""
+    size = sum(len(run) for run in samples)
+    pad = b"\x00" if size % 2 else b""
+    riff_size = 4 + (8 + len(fmt)) + (8 + size + len(pad))
     return b"".join(
         (
             b"RIFF",
@@ -192,8 +205,8 @@ def _wav_file(fmt: bytes, samples: bytes) -> bytes:
             struct.pack("<I", len(fmt)),
             fmt,
             b"data",
-            struct.pack("<I", len(samples)),
-            samples,
+            struct.pack("<I", size),
+            *samples,
             pad,
         )
     )

@@ -1,0 +1,259 @@
+"""The satellite stage: its file mode on arm64-python3.11 against a real hass.
+
+Home Assistant runs natively here (its STT and TTS are the integration's
+on-device engines, as in tests/test_satellite_e2e.py, whose set-up this
+reuses); only the satellite is emulated, as it would run on a Pi with
+Raspberry Pi OS 12. pyaudio is not installed: file mode must not need it,
+and a tripwire module records any attempt to import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .checks import Stage, describe_cpu, guest_env, run_guest
+from .wheels import InstallError, file_requirements, install, installed_version
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GUEST_PYTHON = "arm64-python3.11"
+PYTHON_VERSION = "3.11"
+QEMU_CPU = "cortex-a76"  # a Raspberry Pi 5's core
+# Only the sound-device modes import pyaudio; it builds from source (no
+# aarch64 wheel) and is left out here on purpose, see the tripwire.
+LEFT_OUT = ("pyaudio",)
+PYAUDIO_TRIPWIRE = '''\
+"""arm-check tripwire: the satellite's file mode must not import pyaudio."""
+import os, pathlib
+pathlib.Path(os.environ["ARM_CHECK_PYAUDIO_MARKER"]).write_text("imported")
+raise ImportError("arm-check: pyaudio was imported in file mode")
+'''
+CPU_PROBE = (
+    "import platform, aiohttp, numpy;"
+    "print(platform.machine());"
+    "print(next((l.split(':')[1].strip() for l in open('/proc/cpuinfo')"
+    " if l.startswith('CPU part')), '?'))"
+)
+
+# --- The satellite's entry point: its own package, as a Pi owner runs it -------
+SATELLITE_PACKAGE = REPO_ROOT / "satellite"
+SATELLITE_REQUIREMENTS = SATELLITE_PACKAGE / "requirements.txt"
+
+
+def satellite_command(python: str, *args: str) -> tuple[list[str], list[Path]]:
+    """The command running the satellite under ``python``, and its import path.
+
+    ``python -m tts_ai_satellite`` from the package folder: what the
+    ``tts-ai-satellite`` console script runs, without installing it into the
+    guest (no pip runs under emulation).
+    """
+    return [python, "-m", "tts_ai_satellite", *args], [SATELLITE_PACKAGE]
+
+
+# -------------------------------------------------------------------------------
+
+
+@dataclass
+class Hass:
+    """The natively running Home Assistant the satellite talks to."""
+
+    url: str
+    token_file: Path
+    token: str
+    pipeline: str
+    question_wav: Path
+
+
+def run_satellite(cache_dir: Path, work: Path, home: Hass, *, timeout: float) -> Stage:
+    """Install the satellite's requirements for aarch64 and run one file turn.
+
+    ``timeout`` bounds the emulated turn (the whole check has a time budget).
+    """
+    from tests.test_satellite_e2e import (  # noqa: PLC0415 - the host venv's
+        QUESTION,
+        _assert_speech_of,
+        _says_the_time,
+        _words,
+    )
+
+    stage = Stage("Satellite file mode (--input/--output)", GUEST_PYTHON, QEMU_CPU)
+    requirements = file_requirements(SATELLITE_REQUIREMENTS, leave_out=LEFT_OUT)
+    try:
+        installed = install(
+            cache_dir,
+            PYTHON_VERSION,
+            requirements,
+            constraints=None,
+            one_at_a_time=False,
+        )
+    except InstallError as err:
+        stage.add("install the satellite's requirements", False, str(err))
+        return stage
+    stage.add(
+        "install the satellite's requirements",
+        True,
+        f"{SATELLITE_REQUIREMENTS.name} for cp311 aarch64 without"
+        f" {', '.join(LEFT_OUT)}: "
+        + ", ".join(
+            f"{name} {installed_version(installed.target, name)}"
+            for name in ("aiohttp", "numpy")
+        ),
+        "pyaudio (sound devices only) has no aarch64 wheel; on a Pi it builds"
+        " against portaudio19-dev",
+    )
+    tripwire = work / "tripwire"
+    (tripwire / "pyaudio").mkdir(parents=True, exist_ok=True)
+    (tripwire / "pyaudio" / "__init__.py").write_text(PYAUDIO_TRIPWIRE)
+    marker = work / "pyaudio-imported"
+    marker.unlink(missing_ok=True)
+    command, path = satellite_command(
+        GUEST_PYTHON,
+        *("--url", home.url, "--token-file", str(home.token_file)),
+        *("--pipeline", home.pipeline, "--input", str(home.question_wav)),
+        *("--output", str(work / "reply.wav"), "--debug"),
+    )
+    env = guest_env(QEMU_CPU, [installed.target, *path, tripwire])
+    env["ARM_CHECK_PYAUDIO_MARKER"] = str(marker)
+
+    probe = run_guest([GUEST_PYTHON, "-c", CPU_PROBE], env, 120)
+    machine, _, part = probe.stdout.strip().partition("\n")
+    stage.cpu_seen = describe_cpu({"machine": machine, "CPU part": part})
+
+    asked_at = datetime.now(UTC)
+    done = run_guest(command, env, timeout)
+    answered_at = datetime.now(UTC)
+    lines = dict(
+        line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line
+    )
+    heard, reply = lines.get("heard", ""), lines.get("reply", "")
+    turn_ok = done.returncode == 0 and _words(heard) == _words(QUESTION)
+    stage.add(
+        "one turn: WAV in, reply WAV out",
+        turn_ok,
+        f"exit {done.returncode}, heard {heard!r}, reply {reply!r}"
+        + ("" if turn_ok else f"\n{done.stderr.strip()[-2000:]}"),
+    )
+    if turn_ok:
+        says_time = _says_the_time(reply, asked_at, answered_at)
+        try:
+            _assert_speech_of(work / "reply.wav", reply)
+            speech = "the reply WAV is speech of the reply (Whisper hears its numbers)"
+        except AssertionError as err:
+            says_time, speech = False, f"reply WAV is not speech of the reply: {err}"
+        stage.add("the reply tells the time and is spoken", says_time, speech)
+    stage.add(
+        "pyaudio not imported in file mode",
+        not marker.exists(),
+        "the tripwire pyaudio module was "
+        + ("IMPORTED" if marker.exists() else "never imported"),
+    )
+    stage.add(
+        "the token appears in no output",
+        home.token not in done.stdout + done.stderr,
+        "stdout and stderr (--debug) checked",
+    )
+    _check_wake_word(stage, work, env)
+    return stage
+
+
+# Run in the guest: how often the satellite's wake-word listener fires on a
+# raw 16 kHz PCM file, fed in the microphone's 30 ms chunks.
+WAKE_PROBE = """
+import sys
+from tts_ai_satellite.wake import (
+    DEFAULT_WAKE_THRESHOLD, MicroWakeWordModel, WakeWordListener,
+)
+listener = WakeWordListener(MicroWakeWordModel("okay_nabu", DEFAULT_WAKE_THRESHOLD))
+pcm = open(sys.argv[1], "rb").read()
+print(sum(1 for i in range(0, len(pcm), 960) if listener.feed(pcm[i : i + 960])))
+"""
+WAKE_PHRASE = "Okay Nabu, turn on the kitchen lights."
+NO_WAKE_PHRASE = "Please turn on the kitchen lights."
+
+
+def _check_wake_word(stage: Stage, work: Path, env: dict[str, str]) -> None:
+    """The on-device wake word (pymicro-wakeword, TFLite) on the emulated CPU."""
+    from tests.harness.standin.engines import synthesize_pcm  # noqa: PLC0415
+    from tts_ai_satellite.resample import resample  # noqa: PLC0415
+
+    fired: dict[str, str] = {}
+    for phrase in (WAKE_PHRASE, NO_WAKE_PHRASE):
+        spoken = synthesize_pcm(phrase)
+        samples = np.frombuffer(spoken.pcm, dtype="<i2")
+        pcm = np.concatenate(
+            [np.zeros(8000), resample(samples, spoken.sample_rate, 16000)]
+        )
+        path = work / f"wake-{len(fired)}.raw"
+        path.write_bytes(np.clip(pcm, -32768, 32767).astype("<i2").tobytes())
+        done = run_guest([GUEST_PYTHON, "-c", WAKE_PROBE, str(path)], env, 600)
+        fired[phrase] = done.stdout.strip() or done.stderr.strip()[-500:]
+    ok = fired[WAKE_PHRASE] not in ("", "0") and fired[WAKE_PHRASE].isdigit()
+    ok = ok and fired[NO_WAKE_PHRASE] == "0"
+    stage.add(
+        "the on-device wake word fires on 'Okay Nabu', not without it",
+        ok,
+        f"okay_nabu fired {fired[WAKE_PHRASE]} time(s) on {WAKE_PHRASE!r} and"
+        f" {fired[NO_WAKE_PHRASE]} on {NO_WAKE_PHRASE!r} (Piper's joe voice)",
+    )
+
+
+def start_hass(tmp: Path, log: IO[str], piper_url: str, hf_url: str) -> Any:
+    """Home Assistant with a local-only entry and the satellite's pipeline.
+
+    The same steps as tests/test_satellite_e2e.py's ``home`` fixture. Returns
+    the running ``AssistHome`` (stop it with ``devenv.stop_process``).
+    """
+    import asyncio  # noqa: PLC0415
+
+    from tests.harness import realhass as devenv  # noqa: PLC0415
+    from tests.harness.realhass import free_port  # noqa: PLC0415
+    from tests.harness.standin.engines import (  # noqa: PLC0415
+        synthesize_pcm,
+        wav_bytes,
+    )
+    from tests.test_satellite_e2e import (  # noqa: PLC0415
+        QUESTION,
+        AssistHome,
+        _add_local_only_entry,
+        _configuration,
+        _create_pipeline,
+        _integration_entity,
+    )
+
+    configuration = _configuration(tmp, free_port())
+    config_dir = tmp / "config"
+    devenv.write_configuration(config_dir, configuration)
+    devenv.ensure_requirements(configuration, output=log, frontend=False)
+    devenv.prepare_config_dir(config_dir)
+    spoken = synthesize_pcm(QUESTION)
+    question_wav = tmp / "question.wav"
+    question_wav.write_bytes(wav_bytes(spoken.pcm, spoken.sample_rate))
+    home = AssistHome(
+        config_dir=config_dir,
+        url=devenv.hass_url(configuration),
+        token="",
+        token_file=tmp / "token",
+        question_wav=question_wav,
+        log=log,
+        log_path=Path(log.name),
+        hass=None,  # type: ignore[arg-type]
+    )
+    try:
+        home.start()
+        home.token = devenv.onboard_or_log_in(home.url)
+        home.token_file.write_text(home.token)
+        devenv.wait_until_running(home.url, home.token, home.hass)
+        devenv.remove_failed_onboarding_entries(home.url, home.token)
+        _add_local_only_entry(home.url, home.token, piper_url, hf_url)
+        home.wait_until_ready()
+        home.stt_entity = _integration_entity(home, "stt")
+        home.tts_entity = _integration_entity(home, "tts")
+        asyncio.run(_create_pipeline(home))
+    except BaseException:
+        devenv.stop_process(home.hass)
+        raise
+    return home
