@@ -210,30 +210,23 @@ def _add_device_entry(dev: realhass.DevInstance, models_url: str) -> str:
         f"/api/config/config_entries/flow/{flow['flow_id']}",
         {"next_step_id": "local"},
     )
-    urls = {
-        "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
-        "whisper_models_url": models_url,
-    }
+    # Where the models come from, and the ones the model server has.
     created = _flow(
         dev,
         f"/api/config/config_entries/flow/{flow['flow_id']}",
-        {"local_engine": "built_in", **urls},
-    )
-    entry_id = created["result"]["entry_id"]
-    # The models the model server has (the set-up form offers no choice).
-    options = _flow(
-        dev, "/api/config/config_entries/options/flow", {"handler": entry_id}
-    )
-    _flow(
-        dev,
-        f"/api/config/config_entries/options/flow/{options['flow_id']}",
         {
             "local_engine": "built_in",
-            **urls,
-            "local_voices": [VOICE_KEY],
-            "whisper_model": "tiny.en",
+            "model_downloads": {
+                "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
+                "whisper_models_url": models_url,
+                "local_voices": [VOICE_KEY],
+                "whisper_model": "tiny.en",
+            },
         },
     )
+    if created.get("type") != "create_entry":
+        raise RuntimeError(f"TTS.ai device-only config flow: {created}")
+    entry_id = created["result"]["entry_id"]
     return str(entry_id)
 
 
