@@ -13,6 +13,11 @@ from pathlib import Path
 import subprocess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+TURN_FIGURES = {
+    f"turn_first_audio_{seconds}s{entry}"
+    for seconds in (1, 3, 6)
+    for entry in ("", "_cloud_first")
+}
 EXPECTED_FIGURES = {
     "tts_total_time",
     "tts_first_audio",
@@ -40,6 +45,10 @@ EXPECTED_FIGURES = {
     "wake_to_command_audio",
     # Figure 11: the event loop while the client joins and reads huge answers.
     "loop_stall",
+    # Figures 12-14: a spoken turn and an announcement through a real hass.
+    *TURN_FIGURES,
+    "turn_stt_growth",
+    "announce_first_audio",
 }
 TIME_FIGURES = {
     "tts_total_time",
@@ -47,6 +56,9 @@ TIME_FIGURES = {
     "fallback_refused_first_audio",
     "fallback_hang_first_audio",
     "stt_time",
+    *TURN_FIGURES,
+    "turn_stt_growth",
+    "announce_first_audio",
 }
 # The hanging-cloud round cannot answer before the hedge deadline.
 HEDGE_DEADLINE = 1.5
@@ -75,7 +87,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1200,
         check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
@@ -111,6 +123,15 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert figures["rss_loaded"]["value"] > figures["rss_loaded"]["anchor"]
     # The quick soak ran its 20 syntheses.
     assert "20 local syntheses" in figures["rss_growth_syntheses"]["title"]
+    # Every turn was heard and answered: the words of the command reached
+    # Home Assistant's agent and a reply came back, on every side.
+    for key in TURN_FIGURES:
+        rounds = figures[key]["extras"]["rounds"]
+        assert {r["stack"] for r in rounds} >= {"wyoming"}, key
+        for turn in rounds:
+            assert turn["heard"].strip(), (key, turn)
+            assert turn["reply"].strip(), (key, turn)
+            assert 0 < turn["stt-end"] < turn["first_audio"], (key, turn)
     # The pinned suites really ran on one core.
     assert len(results["suites"]["speed-pinned-1"]["affinity"]) == 1
     assert len(results["suites"]["soak-pinned-1"]["affinity"]) == 1

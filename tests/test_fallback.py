@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from http import HTTPStatus
 from pathlib import Path
 import time
 from typing import Any
 from unittest.mock import patch
 
-from homeassistant.components import media_source
+from homeassistant.components import media_source, stt
 from homeassistant.core import HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
@@ -21,6 +21,7 @@ from pytest_homeassistant_custom_component.common import (
     mock_restore_cache_with_extra_data,
 )
 
+from custom_components.tts_ai.local import WhisperEngine
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
 from tests.harness.model_server import FileFault, ModelServer
@@ -459,6 +460,74 @@ async def test_local_only_entry_works_without_any_cloud(
         "/api/stt/stt.tts_ai_on_device_speech_to_text", data=pcm, headers=HEADERS
     )
     assert "heating" in (await response.json())["text"].lower()
+
+
+async def test_local_stt_decodes_while_the_user_speaks(
+    hass: HomeAssistant,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Assist audio arriving in real time: what was said before a pause is
+    decoded while the user still speaks, and the result is the whole command."""
+    await setup_local_only_entry(hass, model_server, shared_config_dir)
+    first = await decode_pcm(await synthesize_wav("Turn on the kitchen lights."))
+    second = await decode_pcm(await synthesize_wav("Then lock the front door."))
+    pause = bytes(2 * 16000 * 6 // 10)
+    heard_while_speaking: list[str] = []
+    ended = False
+    real_run_window = WhisperEngine._run_window
+
+    def recording_run_window(engine: WhisperEngine, *args: Any) -> str:
+        text = real_run_window(engine, *args)
+        if not ended:
+            heard_while_speaking.append(text)
+        return text
+
+    monkeypatch.setattr(WhisperEngine, "_run_window", recording_run_window)
+
+    async def microphone() -> AsyncIterator[bytes]:
+        nonlocal ended
+        audio = first + pause + second
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for index, offset in enumerate(range(0, len(audio), 640), start=1):
+            await asyncio.sleep(max(start + index * 0.02 - loop.time(), 0))
+            yield audio[offset : offset + 640]
+        ended = True
+
+    entity = stt.async_get_speech_to_text_entity(
+        hass, "stt.tts_ai_on_device_speech_to_text"
+    )
+    assert entity is not None
+    result = await entity.internal_async_process_audio_stream(
+        stt.SpeechMetadata(
+            language="en-US",
+            format=stt.AudioFormats.WAV,
+            codec=stt.AudioCodecs.PCM,
+            bit_rate=stt.AudioBitRates.BITRATE_16,
+            sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
+            channel=stt.AudioChannels.CHANNEL_MONO,
+        ),
+        microphone(),
+    )
+
+    assert result.result is stt.SpeechResultState.SUCCESS
+    assert [w.strip(".,") for w in result.text.lower().split()] == (
+        [
+            "turn",
+            "on",
+            "the",
+            "kitchen",
+            "lights",
+            "then",
+            "lock",
+            "the",
+            "front",
+            "door",
+        ]
+    )
+    assert any("kitchen lights" in text.lower() for text in heard_while_speaking)
 
 
 async def speak_with(

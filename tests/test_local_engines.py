@@ -29,6 +29,7 @@ from custom_components.tts_ai.local import (
     LocalVoice,
     PiperEngine,
     WhisperEngine,
+    WhisperStream,
     detect_device_profile,
     missing_packages,
     piper_engine,
@@ -40,6 +41,7 @@ from custom_components.tts_ai.local.piper_engine import (
     WORD_PIECE_MAX_CHARS,
     split_for_streaming,
 )
+from custom_components.tts_ai.local.whisper_engine import without_repeats
 from tests.audio import decode_pcm, decoded_duration, probe
 
 JOE = LocalVoice(
@@ -501,6 +503,9 @@ class _Model:
         self._model = model
         self.transcribe = transcribe
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
 
 async def test_whisper_empty_audio_gives_empty_text(whisper: WhisperEngine) -> None:
     transcript = await whisper.transcribe(b"")
@@ -542,6 +547,152 @@ async def test_round_trip_of_home_automation_sentences(
         pcm = b"".join(chunk.audio for chunk in chunks)
         transcript = await whisper.transcribe(pcm, sample_rate=chunks[0].sample_rate)
         assert normalise(transcript.text) == normalise(text)
+
+
+async def test_mp3_encoder_started_before_the_speech_is_ready(
+    piper: PiperEngine,
+) -> None:
+    """ffmpeg started up front (rate known) encodes the whole speech; a text
+    with nothing to say gives no audio and no error."""
+    await piper.load(JOE)
+    rate = piper.known_sample_rate(JOE)
+    assert rate == 22050
+    text = "The front door is unlocked. It is 21 degrees in the living room."
+    pcm = b"".join([c.audio async for c in piper.synthesize(text, JOE)])
+
+    mp3 = b"".join(
+        [b async for b in encode_mp3(piper.synthesize(text, JOE), sample_rate=rate)]
+    )
+    nothing = [
+        b async for b in encode_mp3(piper.synthesize(" ", JOE), sample_rate=rate)
+    ]
+
+    assert (await probe(mp3)).codec == "mp3"
+    assert await decoded_duration(mp3) == pytest.approx(len(pcm) / 2 / rate, abs=0.3)
+    assert nothing == []
+
+
+async def test_first_mp3_audio_leaves_before_the_text_is_all_synthesised(
+    piper: PiperEngine, render_events: list[tuple[str, str]]
+) -> None:
+    """The listener hears the first sentence while later ones are synthesised:
+    ffmpeg hands out MP3 frames as PCM arrives, not once its input ends."""
+    text = " ".join(
+        [
+            "The washing machine has finished.",
+            "The front door is unlocked.",
+            "It is 21 degrees in the living room.",
+            "The garage door has been open for ten minutes.",
+            "Rain is expected this afternoon.",
+        ]
+    )
+    await piper.load(JOE)
+    render_events.clear()
+    encoded = encode_mp3(
+        piper.synthesize(text, JOE), sample_rate=piper.known_sample_rate(JOE)
+    )
+    first = await anext(encoded)
+    ended_at_first_audio = [t for kind, t in render_events if kind == "end"]
+    rest = b"".join([chunk async for chunk in encoded])
+
+    assert first[:2] in {b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"}  # an MP3 frame
+    assert "Rain is expected this afternoon." not in ended_at_first_audio
+    assert (await probe(first + rest)).codec == "mp3"
+
+
+async def _spoken_16k(piper: PiperEngine, text: str) -> bytes:
+    """Piper's speech for ``text`` as Assist sends it: 16 kHz 16-bit mono PCM."""
+    return await decode_pcm(await piper.synthesize_wav(text, JOE), rate=16000)
+
+
+async def _stream_in_real_time(
+    stream: WhisperStream, pcm: bytes, *, until: int | None = None
+) -> None:
+    """Feed ``pcm`` as a satellite sends it: 20 ms chunks at real-time pace."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    chunk = 640  # 20 ms at 16 kHz, 16-bit
+    for index, offset in enumerate(range(0, until or len(pcm), chunk), start=1):
+        await asyncio.sleep(max(start + index * 0.02 - loop.time(), 0))
+        stream.feed(pcm[offset : offset + chunk])
+
+
+async def test_whisper_stream_hears_a_command_said_in_two_breaths(
+    piper: PiperEngine, whisper: WhisperEngine
+) -> None:
+    """A command with a pause in it: the part before the pause is decoded while
+    the user is still speaking, and the transcript is the whole command."""
+    first = await _spoken_16k(piper, "Turn on the kitchen lights.")
+    second = await _spoken_16k(piper, "Then close the garage door.")
+    pause = bytes(2 * 16000 * 6 // 10)  # the user draws breath for 0.6 s
+    await whisper.load()
+    stream = whisper.stream(sample_rate=16000, language="en")
+    await _stream_in_real_time(stream, first + pause + second)
+    heard_before_the_end = stream.text_so_far
+
+    transcript = await stream.finish()
+
+    assert normalise(heard_before_the_end) == normalise("Turn on the kitchen lights.")
+    assert normalise(transcript.text) == normalise(
+        "Turn on the kitchen lights. Then close the garage door."
+    )
+    assert transcript.duration == pytest.approx(len(first + pause + second) / 2 / 16000)
+
+
+async def test_whisper_stream_of_one_breath_matches_the_whole_transcription(
+    piper: PiperEngine, whisper: WhisperEngine
+) -> None:
+    """Without a pause nothing is cut: the same words as transcribing it whole."""
+    pcm = await _spoken_16k(piper, "Set the bedroom temperature to 19 degrees.")
+    stream = whisper.stream(sample_rate=16000, language="en")
+    await _stream_in_real_time(stream, pcm)
+
+    streamed = await stream.finish()
+    whole = await whisper.transcribe(pcm, sample_rate=16000, language="en")
+
+    assert normalise(streamed.text) == normalise(whole.text)
+    assert normalise(streamed.text) == normalise(
+        "Set the bedroom temperature to 19 degrees."
+    )
+
+
+async def test_whisper_stream_closed_early_leaves_the_engine_free(
+    piper: PiperEngine, whisper: WhisperEngine
+) -> None:
+    """The cloud answered first: closing the stream stops its work, and the
+    next transcription runs normally."""
+    first = await _spoken_16k(piper, "Turn on the kitchen lights.")
+    stream = whisper.stream(sample_rate=16000, language="en")
+    await _stream_in_real_time(stream, first + bytes(2 * 16000 // 2) + first)
+    await stream.aclose()
+    stream.feed(first)  # too late: ignored
+
+    transcript = await whisper.transcribe(first, sample_rate=16000, language="en")
+
+    assert normalise(transcript.text) == normalise("Turn on the kitchen lights.")
+
+
+async def test_whisper_stream_of_silence_is_empty(whisper: WhisperEngine) -> None:
+    """Nothing said, nothing heard: silence is not handed to Whisper to guess at."""
+    stream = whisper.stream(sample_rate=16000, language="en")
+    stream.feed(bytes(2 * 16000))
+
+    transcript = await stream.finish()
+
+    assert transcript.text == ""
+    assert transcript.duration == pytest.approx(1.0)
+
+
+def test_whisper_repeats_of_the_whole_text_are_dropped() -> None:
+    """Whisper saying the command again and again keeps it once; a command that
+    repeats a word or phrase inside it is left as it is."""
+    assert without_repeats("Welcome home. Welcome home. Welcome home. Welcome") == (
+        "Welcome home."
+    )
+    kept = "Turn on the light and the light in the hall."
+    assert without_repeats(kept) == kept
+    assert without_repeats("Stop, stop.") == "Stop,"
+    assert without_repeats("") == ""
 
 
 # --- device profile ----------------------------------------------------------

@@ -40,6 +40,7 @@ from .local import (
     LocalVoice,
     PiperEngine,
     WhisperEngine,
+    WhisperStream,
     detect_device_profile,
     missing_packages,
 )
@@ -52,6 +53,7 @@ from .local.model_manager import (
     ModelFolder,
     ModelManager,
 )
+from .local.whisper_engine import SHORT_WINDOW_MAX_SECONDS
 
 if TYPE_CHECKING:
     from . import TtsAiConfigEntry
@@ -94,6 +96,24 @@ def _not_ready(reason: str) -> HomeAssistantError:
     )
 
 
+# Audio longer than this is not decoded as it arrives: it no longer fits one
+# Whisper window, and is transcribed whole at its end.
+STREAMED_PCM_MAX_BYTES = int(SHORT_WINDOW_MAX_SECONDS * 16000) * 2
+
+
+class TranscriptionSession(Protocol):
+    """One utterance transcribed on the device while its audio arrives."""
+
+    def feed(self, pcm: bytes) -> None:
+        """Add 16 kHz 16-bit mono PCM as it arrives; never blocks."""
+
+    async def finish(self) -> str:
+        """Return the words in everything fed."""
+
+    async def aclose(self) -> None:
+        """Stop the work for an utterance nobody will finish."""
+
+
 class LocalSpeech(Protocol):
     """What the entities need from an on-device engine."""
 
@@ -107,6 +127,9 @@ class LocalSpeech(Protocol):
 
     async def transcribe(self, pcm: bytes, language: str) -> str:
         """Return the words in 16 kHz 16-bit mono PCM."""
+
+    def start_transcription(self, language: str) -> TranscriptionSession | None:
+        """Start transcribing audio as it arrives; None if this engine cannot."""
 
     def voices(self) -> list[tts.Voice]:
         """Return the voices on the device."""
@@ -292,7 +315,9 @@ class BuiltinSpeech(_Listeners):
         voice = self._voice_for(language)
         ffmpeg = get_ffmpeg_manager(self.hass).binary
         async for data in encode_mp3(
-            self.piper.synthesize(text, voice, speed=speed), ffmpeg=ffmpeg
+            self.piper.synthesize(text, voice, speed=speed),
+            ffmpeg=ffmpeg,
+            sample_rate=self.piper.known_sample_rate(voice),
         ):
             yield data
 
@@ -305,6 +330,22 @@ class BuiltinSpeech(_Listeners):
         )
         return transcript.text
 
+    def start_transcription(self, language: str) -> TranscriptionSession | None:
+        """Start decoding an utterance while it is spoken (see WhisperStream).
+
+        The reply's voice is loaded meanwhile if an idle spell unloaded it, so
+        the answer is not held up by loading it after the words are known.
+        """
+        if self.whisper is None:
+            return None
+        if self._voices:
+            self.entry.async_create_background_task(
+                self.hass,
+                self.piper.load(self._voice_for(language)),
+                name=f"{DOMAIN} warm the reply voice",
+            )
+        return _WhisperSession(self.whisper.stream(language=base_language(language)))
+
     async def async_close(self) -> None:
         """Stop retries and free the models."""
         if self._cancel_retry is not None:
@@ -313,6 +354,22 @@ class BuiltinSpeech(_Listeners):
         await self.piper.close()
         if self.whisper is not None:
             await self.whisper.close()
+
+
+class _WhisperSession:
+    """A WhisperStream as the STT entity uses it: text out."""
+
+    def __init__(self, stream: WhisperStream) -> None:
+        self._stream = stream
+
+    def feed(self, pcm: bytes) -> None:
+        self._stream.feed(pcm)
+
+    async def finish(self) -> str:
+        return (await self._stream.finish()).text
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 def _voice_language(key: str) -> str:
@@ -396,6 +453,10 @@ class EntitySpeech(_Listeners):
         if result.result is not stt.SpeechResultState.SUCCESS:
             raise _not_ready(f"{self.stt_entity} could not transcribe")
         return result.text or ""
+
+    def start_transcription(self, language: str) -> TranscriptionSession | None:
+        """Return None: the other entity gets the audio whole (see transcribe)."""
+        return None
 
     async def async_close(self) -> None:
         """Nothing to release."""

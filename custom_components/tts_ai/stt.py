@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable
 from functools import partial
 import logging
-from typing import override
+from typing import TYPE_CHECKING, override
 
 from homeassistant.components.stt import (
     AudioBitRates,
@@ -29,7 +29,11 @@ from .catalogue import base_language
 from .const import CONF_STT_MODEL, DEFAULT_STT_MODEL, REGIONAL_LANGUAGE_TAGS
 from .entity import TtsAiEntity
 from .errors import reauth_on_refused_key
+from .local_speech import STREAMED_PCM_MAX_BYTES
 from .speech.audio import pcm_to_wav
+
+if TYPE_CHECKING:
+    from .local_speech import TranscriptionSession
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,6 +109,32 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
         self, metadata: SpeechMetadata, stream: AsyncIterable[bytes]
     ) -> SpeechResult:
         """Return the words in Assist's audio, from the cloud or the device."""
+        language = base_language(metadata.language)
+        session = self._local_session(metadata.language)
+        try:
+            return await self._transcribe(metadata, stream, language, session)
+        finally:
+            if session is not None:
+                await session.aclose()
+
+    def _local_session(self, language: str) -> TranscriptionSession | None:
+        """Start decoding on the device as the audio arrives, if it will answer.
+
+        Only when the device is going to transcribe (device only, or the cloud
+        is down): the cloud takes the audio whole, and decoding beside a
+        healthy cloud would only take CPU from the rest of Home Assistant.
+        """
+        if self._data.local is None or self._data.policy.cloud_reachable:
+            return None
+        return self._data.local.start_transcription(language)
+
+    async def _transcribe(
+        self,
+        metadata: SpeechMetadata,
+        stream: AsyncIterable[bytes],
+        language: str,
+        session: TranscriptionSession | None,
+    ) -> SpeechResult:
         chunks: list[bytes] = []
         size = 0
         async for chunk in stream:
@@ -117,13 +147,19 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
                 )
                 return SpeechResult(None, SpeechResultState.ERROR)
             chunks.append(chunk)
+            if session is not None:
+                if size > STREAMED_PCM_MAX_BYTES:
+                    # Too long to decode as it arrives: transcribed whole.
+                    await session.aclose()
+                    session = None
+                else:
+                    session.feed(chunk)
         if not size:
             _LOGGER.warning("No audio received to transcribe")
             return SpeechResult(None, SpeechResultState.ERROR)
         # Up to 100 MB are copied here: never in the event loop.
         pcm = await self.hass.async_add_executor_job(b"".join, chunks)
         del chunks
-        language = base_language(metadata.language)
 
         async def cloud() -> str:
             assert self._data.client is not None
@@ -143,6 +179,9 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
 
         async def local() -> str:
             assert self._data.local is not None
+            if session is not None:
+                # Most of it was decoded while the user spoke.
+                return await session.finish()
             return await self._data.local.transcribe(pcm, language)
 
         try:

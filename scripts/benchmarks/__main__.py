@@ -52,6 +52,9 @@ RUNS = (
     SuiteRun("wake"),
     # Figure 11: the event loop while the client joins and reads huge answers.
     SuiteRun("loop_stall"),
+    # Figures 12-14: a spoken turn and an announcement through a real hass,
+    # against Home Assistant's own Wyoming stack.
+    SuiteRun("turn"),
     # Figure 8: the local figures again on one core, as a small board would.
     SuiteRun("speed", pin=1),
     SuiteRun("soak", pin=1),

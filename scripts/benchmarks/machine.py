@@ -17,6 +17,7 @@ _PACKAGES = (
     "faster-whisper",
     "numpy",
     "wyoming-piper",
+    "wyoming-faster-whisper",
     "wyoming",
 )
 

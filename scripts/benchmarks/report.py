@@ -25,6 +25,14 @@ FIGURE_NUMBERS = {
     "wake_listen_cpu": "10c",
     "wake_to_command_audio": "10d",
     "loop_stall": "11",
+    "turn_first_audio_1s": "12a",
+    "turn_first_audio_3s": "12b",
+    "turn_first_audio_6s": "12c",
+    "turn_first_audio_1s_cloud_first": "12d",
+    "turn_first_audio_3s_cloud_first": "12e",
+    "turn_first_audio_6s_cloud_first": "12f",
+    "turn_stt_growth": "13",
+    "announce_first_audio": "14",
 }
 PINNED_PREFIX = "pinned_"
 

@@ -30,7 +30,7 @@ from .common import (
 )
 from .memory import loaded_memory_figures, soak_memory_figure
 
-SUITES = ("speed", "memory", "soak", "long_text", "wake", "loop_stall")
+SUITES = ("speed", "memory", "soak", "long_text", "wake", "loop_stall", "turn")
 PINNED_PREFIX = "pinned_"
 
 
@@ -108,6 +108,11 @@ async def run_suite(name: str, config: BenchConfig) -> list[Figure]:
         from .loop_stall import loop_stall_figure  # noqa: PLC0415
 
         return [await loop_stall_figure(config)]
+    if name == "turn":
+        # A real Home Assistant; the set-up blocks and runs its own loop.
+        from .turn import turn_figures  # noqa: PLC0415
+
+        return await asyncio.to_thread(turn_figures, config)
     raise ValueError(f"unknown suite {name!r}")
 
 

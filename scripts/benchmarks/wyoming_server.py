@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from wyoming.audio import AudioChunk, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -35,6 +35,8 @@ from wyoming.tts import (
 from .common import confine_threads, elapsed_since
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from custom_components.tts_ai.local import LocalVoice
 
 HOST = "127.0.0.1"
@@ -186,3 +188,95 @@ async def wyoming_first_audio(
     if first is None:
         raise RuntimeError("wyoming-piper sent no audio")
     return first
+
+
+class WyomingWhisperServer:
+    """``python -m wyoming_faster_whisper`` on 127.0.0.1, for an ``async with``.
+
+    What the Whisper add-on runs, with the engine's settings: the same
+    CTranslate2 model files (``model_dir``), int8, ``threads`` CPU threads,
+    greedy decoding (the add-on picks a beam of 5 on x86 by itself: that
+    would only slow the anchor down), English. It downloads nothing.
+    """
+
+    def __init__(self, model_dir: Path, *, threads: int, beam_size: int = 1) -> None:
+        """Prepare to serve the model in ``model_dir``."""
+        self.model_dir = model_dir
+        self.threads = threads
+        self.beam_size = beam_size
+        self.port = _free_port()
+        self.version = version("wyoming-faster-whisper")
+        self._process: asyncio.subprocess.Process | None = None
+        self._scratch = tempfile.TemporaryDirectory(prefix="bench-wyoming-whisper-")
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
+
+    async def __aenter__(self) -> Self:
+        """Start the server and wait until it answers (it loads the model first)."""
+        self._process = await asyncio.create_subprocess_exec(
+            # The launcher fixes a PyAV call for this venv (see there).
+            sys.executable, "-m", "scripts.benchmarks.wyoming_launcher", "whisper",
+            "--uri", f"tcp://{HOST}:{self.port}",
+            "--model", str(self.model_dir),
+            "--data-dir", self._scratch.name,
+            "--local-files-only",
+            "--stt-library", "faster-whisper",
+            "--compute-type", "int8",
+            "--cpu-threads", str(self.threads),
+            "--beam-size", str(self.beam_size),
+            "--language", "en",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(self._wait_ready(), _START_TIMEOUT)
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        await self._stop()
+
+    async def _wait_ready(self) -> Info:
+        while True:
+            if self._process is not None and self._process.returncode is not None:
+                raise RuntimeError(
+                    f"wyoming-faster-whisper exited:\n{_tail(self._log)}"
+                )
+            try:
+                async with AsyncTcpClient(HOST, self.port) as client:
+                    await client.write_event(Describe().event())
+                    event = await client.read_event()
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            if event is not None and Info.is_type(event.type):
+                return Info.from_event(event)
+            await asyncio.sleep(0.2)
+
+    async def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self._log.close()
+        self._scratch.cleanup()
+
+
+def _tail(log: Any) -> str:
+    """A log file's last lines, for error messages."""
+    with contextlib.suppress(OSError, ValueError):
+        log.seek(0)
+        return log.read().decode(errors="replace")[-4000:]
+    return ""

@@ -16,7 +16,7 @@ import importlib.util
 from .device import DeviceProfile, detect_device_profile
 from .pcm import PcmChunk
 from .piper_engine import LocalVoice, PiperEngine
-from .whisper_engine import Transcript, WhisperEngine
+from .whisper_engine import Transcript, WhisperEngine, WhisperStream
 
 # pip requirement strings, handed to HA's requirements installer.
 PIPER_REQUIREMENTS = ["piper-tts==1.8.0", "onnxruntime==1.32.0"]
@@ -59,6 +59,7 @@ __all__ = [
     "PiperEngine",
     "Transcript",
     "WhisperEngine",
+    "WhisperStream",
     "detect_device_profile",
     "missing_packages",
 ]

@@ -162,6 +162,10 @@ class PiperEngine:
             self._sample_rates[voice] = rate
         return rate
 
+    def known_sample_rate(self, voice: LocalVoice) -> int | None:
+        """Return the rate of ``voice``'s audio if known without reading a file."""
+        return self._sample_rates.get(voice)
+
     def _inference_thread(self) -> ThreadPoolExecutor:
         """Return the thread that loads voices and runs every inference."""
         if self._inference is None:
