@@ -26,6 +26,7 @@ import asyncio
 from collections.abc import Callable
 import contextlib
 from dataclasses import dataclass
+from functools import partial
 import logging
 import math
 from pathlib import Path
@@ -196,7 +197,7 @@ class WhisperEngine:
                 self._lock.release()
                 raise
             stop = threading.Event()
-            job = loop.run_in_executor(None, function, model, *args, stop)
+            job = loop.run_in_executor(None, partial(function, model, *args, stop))
             # The lock is given back when the job has ended, not when this
             # call does: a cancelled caller (the cloud won a hedge) must not
             # let a second transcription start beside the one still decoding.
