@@ -14,6 +14,7 @@ import importlib.util
 from pathlib import Path
 import re
 import sys
+import threading
 from typing import Any
 import weakref
 
@@ -456,6 +457,7 @@ async def test_cancelled_whisper_job_stops_and_never_runs_beside_the_next(
     await whisper.load()
     loop = asyncio.get_running_loop()
     first_segment = asyncio.Event()
+    caller_cancelled = threading.Event()
     jobs: list[dict[str, Any]] = []
     real_run = WhisperEngine._run
 
@@ -472,6 +474,10 @@ async def test_cancelled_whisper_job_stops_and_never_runs_beside_the_next(
                 for segment in segments:
                     job["segments"].append(segment.start)
                     loop.call_soon_threadsafe(first_segment.set)
+                    # Hand the first segment over only once the caller has
+                    # been cancelled, however slow the loop is under load:
+                    # the job must then stop at this window, not later ones.
+                    caller_cancelled.wait(30)
                     yield segment
 
             return counted(), info
@@ -488,6 +494,7 @@ async def test_cancelled_whisper_job_stops_and_never_runs_beside_the_next(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    caller_cancelled.set()
     short = await whisper.transcribe(speech[: 3 * 16000 * 2])
 
     assert "garage" in short.text.lower()
