@@ -702,7 +702,12 @@ def test_live_wake_word_turns_the_light_on_and_the_reply_is_heard(
         time.sleep(2)  # room noise only: nothing more happens
     heard = next(x for x in stdout.lines if x.startswith("heard: "))
     reply = next(x for x in stdout.lines if x.startswith("reply: "))[len("reply: ") :]
-    assert _words(heard) == ["heard", "turn", "on", "the", "kitchen", "lights"], heard
+    # The whole command, and nothing but a scrap of the wake word at most: the
+    # pre-roll may catch the end of "Nabu" (once heard as "It's") when the
+    # model fires a few milliseconds early on a busy machine.
+    words = _words(heard)[1:]
+    assert words[-5:] == ["turn", "on", "the", "kitchen", "lights"], heard
+    assert len(words) <= 6, heard
     assert _kitchen_lights(home)["state"] == "on"
     assert stderr.count("Wake word 'Okay Nabu' heard") == 1
     assert stderr.count("First command audio sent") == 1
