@@ -143,22 +143,7 @@ def _cloud_schema() -> probatio.Schema:
     this form: a mirror given only later in the options would come too late.
     """
     return _credentials_schema({}).extend(
-        {
-            probatio.Optional(MODEL_DOWNLOADS_SECTION): section(
-                probatio.Schema(
-                    {
-                        probatio.Optional(
-                            field,
-                            default=MODEL_DOWNLOAD_DEFAULTS.get(
-                                field, probatio.UNDEFINED
-                            ),
-                        ): selector
-                        for field, selector in _model_download_fields().items()
-                    }
-                ),
-                {"collapsed": True},
-            )
-        }
+        {probatio.Optional(MODEL_DOWNLOADS_SECTION): _model_downloads_section()}
     )
 
 
@@ -574,6 +559,22 @@ def _model_download_fields() -> dict[str, Any]:
     }
 
 
+def _model_downloads_section() -> section:
+    """Return the collapsed section with where the models come from."""
+    return section(
+        probatio.Schema(
+            {
+                probatio.Optional(
+                    field,
+                    default=MODEL_DOWNLOAD_DEFAULTS.get(field, probatio.UNDEFINED),
+                ): selector
+                for field, selector in _model_download_fields().items()
+            }
+        ),
+        {"collapsed": True},
+    )
+
+
 def _model_download_options(user_input: Mapping[str, Any]) -> dict[str, Any]:
     """Return the section's answers that differ from the defaults (which may change)."""
     given = user_input.get(MODEL_DOWNLOADS_SECTION) or {}
@@ -595,20 +596,7 @@ def _local_engine_schema(options: Mapping[str, Any]) -> probatio.Schema:
                 [SelectOptionDict(value=e, label=e) for e in LOCAL_ENGINES],
                 translation_key=CONF_LOCAL_ENGINE,
             ),
-            probatio.Optional(MODEL_DOWNLOADS_SECTION): section(
-                probatio.Schema(
-                    {
-                        probatio.Optional(
-                            field,
-                            default=MODEL_DOWNLOAD_DEFAULTS.get(
-                                field, probatio.UNDEFINED
-                            ),
-                        ): selector
-                        for field, selector in _model_download_fields().items()
-                    }
-                ),
-                {"collapsed": True},
-            ),
+            probatio.Optional(MODEL_DOWNLOADS_SECTION): _model_downloads_section(),
         }
     )
 
