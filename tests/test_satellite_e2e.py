@@ -707,7 +707,7 @@ def test_live_wake_word_turns_the_light_on_and_the_reply_is_heard(
     # model fires a few milliseconds early on a busy machine.
     words = _words(heard)[1:]
     assert words[-5:] == ["turn", "on", "the", "kitchen", "lights"], heard
-    assert len(words) <= 6, heard
+    assert len(words) <= 7, heard  # "It's" splits into two words
     assert _kitchen_lights(home)["state"] == "on"
     assert stderr.count("Wake word 'Okay Nabu' heard") == 1
     assert stderr.count("First command audio sent") == 1
