@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 import time
@@ -21,7 +22,7 @@ from pytest_homeassistant_custom_component.common import (
     mock_restore_cache_with_extra_data,
 )
 
-from custom_components.tts_ai.local import WhisperEngine
+from custom_components.tts_ai import stt as tts_ai_stt
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
 from tests.harness.model_server import FileFault, ModelServer
@@ -462,6 +463,14 @@ async def test_local_only_entry_works_without_any_cloud(
     assert "heating" in (await response.json())["text"].lower()
 
 
+@dataclass
+class _PartialResult:
+    """Home Assistant 2026.11's stt.PartialSpeechResult, where HA lacks it."""
+
+    text: str
+    speaker_id: str | None = None
+
+
 async def test_local_stt_decodes_while_the_user_speaks(
     hass: HomeAssistant,
     model_server: ModelServer,
@@ -469,22 +478,15 @@ async def test_local_stt_decodes_while_the_user_speaks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Assist audio arriving in real time: what was said before a pause is
-    decoded while the user still speaks, and the result is the whole command."""
+    heard (a partial result, HA 2026.11) while the user still speaks, and the
+    final result is the whole command."""
+    if tts_ai_stt.PARTIAL_SPEECH_RESULT is None:  # Home Assistant 2026.10
+        monkeypatch.setattr(tts_ai_stt, "PARTIAL_SPEECH_RESULT", _PartialResult)
     await setup_local_only_entry(hass, model_server, shared_config_dir)
     first = await decode_pcm(await synthesize_wav("Turn on the kitchen lights."))
     second = await decode_pcm(await synthesize_wav("Then lock the front door."))
     pause = bytes(2 * 16000 * 6 // 10)
-    heard_while_speaking: list[str] = []
     ended = False
-    real_run_window = WhisperEngine._run_window
-
-    def recording_run_window(engine: WhisperEngine, *args: Any) -> str:
-        text = real_run_window(engine, *args)
-        if not ended:
-            heard_while_speaking.append(text)
-        return text
-
-    monkeypatch.setattr(WhisperEngine, "_run_window", recording_run_window)
 
     async def microphone() -> AsyncIterator[bytes]:
         nonlocal ended
@@ -499,8 +501,10 @@ async def test_local_stt_decodes_while_the_user_speaks(
     entity = stt.async_get_speech_to_text_entity(
         hass, "stt.tts_ai_on_device_speech_to_text"
     )
-    assert entity is not None
-    result = await entity.internal_async_process_audio_stream(
+    assert isinstance(entity, tts_ai_stt.TtsAiSTTEntity)
+    heard_while_speaking: list[str] = []
+    finals: list[stt.SpeechResult] = []
+    async for result in entity.async_process_audio_stream_with_progress(
         stt.SpeechMetadata(
             language="en-US",
             format=stt.AudioFormats.WAV,
@@ -510,10 +514,17 @@ async def test_local_stt_decodes_while_the_user_speaks(
             channel=stt.AudioChannels.CHANNEL_MONO,
         ),
         microphone(),
-    )
+    ):
+        if isinstance(result, stt.SpeechResult):
+            finals.append(result)
+        else:
+            assert not finals, "a partial result came after the final one"
+            if not ended:
+                heard_while_speaking.append(result.text)
 
-    assert result.result is stt.SpeechResultState.SUCCESS
-    assert [w.strip(".,") for w in result.text.lower().split()] == (
+    assert len(finals) == 1
+    assert finals[0].result is stt.SpeechResultState.SUCCESS
+    assert [w.strip(".,") for w in finals[0].text.lower().split()] == (
         [
             "turn",
             "on",
@@ -528,6 +539,49 @@ async def test_local_stt_decodes_while_the_user_speaks(
         ]
     )
     assert any("kitchen lights" in text.lower() for text in heard_while_speaking)
+
+
+async def test_final_result_alone_when_nothing_was_decoded_early(
+    hass: HomeAssistant,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command without a pause is heard whole at its end: no partial result,
+    and Home Assistant 2026.10's call (final result only) gets the same words."""
+    if tts_ai_stt.PARTIAL_SPEECH_RESULT is None:  # Home Assistant 2026.10
+        monkeypatch.setattr(tts_ai_stt, "PARTIAL_SPEECH_RESULT", _PartialResult)
+    await setup_local_only_entry(hass, model_server, shared_config_dir)
+    command = await decode_pcm(await synthesize_wav("Open the garage door."))
+    metadata = stt.SpeechMetadata(
+        language="en-US",
+        format=stt.AudioFormats.WAV,
+        codec=stt.AudioCodecs.PCM,
+        bit_rate=stt.AudioBitRates.BITRATE_16,
+        sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
+        channel=stt.AudioChannels.CHANNEL_MONO,
+    )
+
+    async def microphone() -> AsyncIterator[bytes]:
+        for offset in range(0, len(command), 640):
+            yield command[offset : offset + 640]
+
+    entity = stt.async_get_speech_to_text_entity(
+        hass, "stt.tts_ai_on_device_speech_to_text"
+    )
+    assert isinstance(entity, tts_ai_stt.TtsAiSTTEntity)
+    results = [
+        result
+        async for result in entity.async_process_audio_stream_with_progress(
+            metadata, microphone()
+        )
+    ]
+    final = await entity.internal_async_process_audio_stream(metadata, microphone())
+
+    assert len(results) == 1
+    assert isinstance(results[0], stt.SpeechResult)
+    assert "garage door" in (results[0].text or "").lower()
+    assert final.text == results[0].text
 
 
 async def speak_with(
