@@ -137,6 +137,7 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
                 if isinstance(result, SpeechResult):
                     yield result
                 elif PARTIAL_SPEECH_RESULT is not None:
+                    _LOGGER.debug("Partial result: %.200s", result)
                     yield PARTIAL_SPEECH_RESULT(text=result)
 
     async def _results(
@@ -197,7 +198,6 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
                     if (text := session.text_so_far) != heard:
                         # A piece that a pause ended was decoded meanwhile.
                         heard = text
-                        _LOGGER.debug("Heard so far: %.200s", heard)
                         yield heard
         if not size:
             _LOGGER.warning("No audio received to transcribe")
