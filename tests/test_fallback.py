@@ -28,7 +28,7 @@ from tests.audio import decode_pcm
 from tests.harness.model_server import FileFault, ModelServer
 from tests.harness.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
 
-from .conftest import make_entry
+from .conftest import make_entry, make_local_only_entry
 from .test_stt import HEADERS, STT_ENTITY
 from .test_tts import TTS_ENTITY, speak
 
@@ -69,19 +69,12 @@ def use_config_dir(hass: HomeAssistant, config_dir: Path) -> None:
 
 
 def local_only_entry(model_server: ModelServer) -> MockConfigEntry:
-    """Return a key-less, device-only entry whose models come from loopback."""
-    return MockConfigEntry(
-        domain="tts_ai",
-        title="TTS.ai (on device)",
-        unique_id="local_only",
-        data={},
-        options={
-            "mode": "local_only",
-            "local_engine": "built_in",
-            "piper_voices_url": model_server.piper_base_url,
-            "whisper_models_url": model_server.hf_base_url,
-            "whisper_model": "tiny.en",
-        },
+    """Return a device-only entry whose models come from the model server."""
+    return make_local_only_entry(
+        local_engine="built_in",
+        piper_voices_url=model_server.piper_base_url,
+        whisper_models_url=model_server.hf_base_url,
+        whisper_model="tiny.en",
     )
 
 
