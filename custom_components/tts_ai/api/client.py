@@ -1,26 +1,24 @@
-"""The asyncio client for the TTS.ai REST API."""
+"""The asyncio client for the TTS.ai REST API: its typed methods and account state.
+
+Each method checks what it was given and names its endpoint of the table
+(``endpoints.py``); ``calls.py`` builds the request and reads the answer,
+``synthesis.py`` reads audio (long texts in parts), ``transport.py`` sends.
+Every answer updates the rate limit, credits, plan and last error here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
-import dataclasses
-import json
 import logging
 import re
-from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from . import endpoints as ep
-from .errors import (
-    BadRequestError,
-    ForeignUrlError,
-    TextTooLongError,
-    TtsAiError,
-)
-from .headers import header_float
+from .calls import EndpointCalls
+from .errors import BadRequestError, TextTooLongError, TtsAiError
 from .limiter import ConcurrencyLimiter
 from .models import (
     AudioAnalysis,
@@ -40,15 +38,12 @@ from .models import (
 )
 from .params import check_fields, check_text, form_fields, json_fields, upload_for
 from .synthesis import Synthesis
-from .transport import DECODE_ERRORS, ApiRequest, Transport, Upload
+from .transport import ApiRequest, Transport
 
 _LOGGER = logging.getLogger(__name__)
 
 # Task ids go into a URL path: allow only what cannot change the path.
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# A result URL longer than this, or with control characters, is not one.
-_MAX_URL_CHARS = 2048
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class TtsAiClient:
@@ -110,6 +105,7 @@ class TtsAiClient:
             on_error=self._observe_error,
         )
         self._synthesis = Synthesis(self._transport)
+        self._calls = EndpointCalls(self._base_url, self._transport, self._synthesis)
 
     @property
     def base_url(self) -> str:
@@ -139,7 +135,7 @@ class TtsAiClient:
 
     async def list_models(self) -> list[Model]:
         """Return the models the service offers."""
-        return await self._json(
+        return await self._calls.json(
             ep.MODELS,
             lambda doc: [Model.from_dict(item) for item in list_field(doc, "models")],
         )
@@ -164,7 +160,7 @@ class TtsAiClient:
         for page in range(ep.MAX_VOICE_PAGES):
             if page:
                 query[ep.VOICES_OFFSET_PARAM] = str(len(voices))
-            batch, total = await self._json(ep.VOICES, voice_page, query=query)
+            batch, total = await self._calls.json(ep.VOICES, voice_page, query=query)
             new = [voice for voice in batch if voice.id not in voices]
             voices.update((voice.id, voice) for voice in new)
             if total is None or len(voices) >= total or not new:
@@ -194,7 +190,7 @@ class TtsAiClient:
 
         def one_part(chunk: str, part_format: str) -> ApiRequest:
             body = json_fields({**fields, "text": chunk, "format": part_format})
-            return self._request(ep.TTS, json=body)
+            return self._calls.request(ep.TTS, json=body)
 
         return await self._synthesis.whole(
             text,
@@ -230,7 +226,7 @@ class TtsAiClient:
             body = json_fields(
                 {**fields, "text": chunk, "format": format, "stream": True}
             )
-            return self._request(ep.TTS, json=body)
+            return self._calls.request(ep.TTS, json=body)
 
         pieces = self._synthesis.stream(
             text, format, one_part, max_chars=self.max_text_chars
@@ -260,7 +256,7 @@ class TtsAiClient:
 
         def one_part(chunk: str, part_format: str) -> ApiRequest:
             values = form_fields({**fields, "text": chunk, "format": part_format})
-            return self._request(ep.CLONE, fields=values, upload=upload)
+            return self._calls.request(ep.CLONE, fields=values, upload=upload)
 
         return await self._synthesis.whole(
             text,
@@ -294,7 +290,7 @@ class TtsAiClient:
                 "diarize": True if diarize else None,
             }
         )
-        return await self._json(
+        return await self._calls.json(
             ep.STT, Transcription.from_dict, fields=fields, upload=upload
         )
 
@@ -309,7 +305,7 @@ class TtsAiClient:
     ) -> AudioResult:
         """Make ``audio`` sound like ``target_voice``."""
         fields = {"target_voice": target_voice, "model": model, "format": format}
-        return await self._audio_tool(ep.VOICE_CONVERT, audio, filename, fields)
+        return await self._calls.audio_tool(ep.VOICE_CONVERT, audio, filename, fields)
 
     async def translate(
         self,
@@ -326,7 +322,7 @@ class TtsAiClient:
             "voice": voice,
             "preserve_voice": preserve_voice,
         }
-        return await self._json_tool(
+        return await self._calls.json_tool(
             ep.TRANSLATE, audio, filename, fields, Translation.from_dict
         )
 
@@ -342,7 +338,9 @@ class TtsAiClient:
     ) -> AudioResult:
         """Change the delivery, emotion or voice of ``audio``."""
         fields = {"voice": voice, "model": model, "emotion": emotion, "speed": speed}
-        return await self._audio_tool(ep.SPEECH_TO_SPEECH, audio, filename, fields)
+        return await self._calls.audio_tool(
+            ep.SPEECH_TO_SPEECH, audio, filename, fields
+        )
 
     # --- Audio tools ------------------------------------------------------------
 
@@ -363,7 +361,7 @@ class TtsAiClient:
             "super_resolution": super_resolution,
             "strength": strength,
         }
-        return await self._audio_tool(ep.ENHANCE, audio, filename, fields)
+        return await self._calls.audio_tool(ep.ENHANCE, audio, filename, fields)
 
     async def dereverb(
         self,
@@ -375,11 +373,11 @@ class TtsAiClient:
     ) -> AudioResult:
         """Remove echo and/or reverb from ``audio``."""
         fields = {"type": type, "intensity": intensity}
-        return await self._audio_tool(ep.DEREVERB, audio, filename, fields)
+        return await self._calls.audio_tool(ep.DEREVERB, audio, filename, fields)
 
     async def analyze(self, audio: bytes, *, filename: str) -> AudioAnalysis:
         """Find the musical key and tempo of ``audio``."""
-        return await self._json_tool(
+        return await self._calls.json_tool(
             ep.ANALYZE, audio, filename, {}, AudioAnalysis.from_dict
         )
 
@@ -400,7 +398,7 @@ class TtsAiClient:
             "sample_rate": sample_rate,
             "channels": channels,
         }
-        return await self._audio_tool(ep.CONVERT, audio, filename, fields)
+        return await self._calls.audio_tool(ep.CONVERT, audio, filename, fields)
 
     async def separate(
         self,
@@ -419,13 +417,15 @@ class TtsAiClient:
             "format": format,
             "webhook_url": webhook_url,
         }
-        return await self._json_tool(ep.SEPARATE, audio, filename, fields, task_status)
+        return await self._calls.json_tool(
+            ep.SEPARATE, audio, filename, fields, task_status
+        )
 
     async def get_result(self, task_id: str) -> TaskStatus:
         """Return the state (and, when done, the result URLs) of a long task."""
         if not _TASK_ID.fullmatch(task_id or "") or ".." in task_id:
             raise BadRequestError(f"invalid task id {task_id!r}")
-        return await self._json(
+        return await self._calls.json(
             ep.RESULTS, task_status, path_params={"task_id": task_id}
         )
 
@@ -460,14 +460,14 @@ class TtsAiClient:
             "conversation_id": conversation_id,
         }
         if audio is not None:
-            return await self._json_tool(
+            return await self._calls.json_tool(
                 ep.VOICE_CHAT,
                 audio,
                 filename or "audio.wav",
                 values,
                 VoiceChatReply.from_dict,
             )
-        return await self._json(
+        return await self._calls.json(
             ep.VOICE_CHAT, VoiceChatReply.from_dict, json=json_fields(values)
         )
 
@@ -480,111 +480,9 @@ class TtsAiClient:
         the answer's audio Content-Type, else from ``format`` (what was asked
         for), never from the URL: the cloud does not choose file extensions.
         """
-        target = self._result_url(url)
-        request = dataclasses.replace(self._request(ep.DOWNLOAD), url=target, query={})
-        return await self._synthesis.fetch(request, format)
+        return await self._calls.download(url, format)
 
     # --- Internals --------------------------------------------------------------
-
-    def _result_url(self, url: Any) -> URL:
-        """Resolve a result URL the cloud sent; refuse foreign or malformed ones."""
-        if (
-            not isinstance(url, str)
-            or not url
-            or len(url) > _MAX_URL_CHARS
-            or _CONTROL_CHARS.search(url)
-        ):
-            raise self._transport.invalid("the cloud sent a malformed result URL")
-        try:
-            target = self._base_url.join(URL(url))
-            origin = target.origin()
-        except ValueError, TypeError:
-            raise self._transport.invalid(
-                "the cloud sent a malformed result URL"
-            ) from None
-        if origin != self._base_url.origin():
-            error = ForeignUrlError(
-                f"refusing to send the API key to {target.scheme}://{target.host}: "
-                f"result URLs must be on {self._base_url.origin()}"
-            )
-            self._observe_error(error)
-            raise error
-        return target
-
-    def _request(
-        self,
-        endpoint: ep.Endpoint,
-        *,
-        path_params: Mapping[str, str] | None = None,
-        json: Mapping[str, Any] | None = None,
-        fields: Mapping[str, str] | None = None,
-        upload: Upload | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> ApiRequest:
-        """Build the request for ``endpoint`` under the base URL."""
-        path = endpoint.path.format(**(path_params or {}))
-        return ApiRequest(
-            endpoint.method,
-            self._base_url.join(URL(path)),
-            json=json,
-            fields=dict(fields or {}),
-            upload=upload,
-            query=dict(query or {}),
-            response_limit_bytes=endpoint.response_limit_bytes,
-        )
-
-    async def _json[T](
-        self,
-        endpoint: ep.Endpoint,
-        parse: Callable[[Mapping[str, Any]], T],
-        **request_args: Any,
-    ) -> T:
-        """Call a JSON endpoint and parse its answer; unreadable ones are typed."""
-        request = self._request(endpoint, **request_args)
-        response = await self._transport.fetch(request)
-        try:
-            document = json.loads(response.body, parse_constant=_no_constant)
-            if not isinstance(document, dict):
-                raise ValueError("not a JSON object")  # noqa: TRY004
-            credits_used = header_float(response.headers, ep.HEADER_CREDITS_USED)
-            if document.get("credits_used") is None and credits_used is not None:
-                # What this answer cost, from its header when the body is silent.
-                document["credits_used"] = credits_used
-            return parse(document)
-        except DECODE_ERRORS as err:
-            raise self._transport.invalid(
-                f"{request.url.path} answered with JSON the contract does not "
-                f"allow ({type(err).__name__}: {str(err)[:200]})"
-            ) from None
-
-    async def _json_tool[T](
-        self,
-        endpoint: ep.Endpoint,
-        audio: bytes,
-        filename: str,
-        values: Mapping[str, Any],
-        parse: Callable[[Mapping[str, Any]], T],
-    ) -> T:
-        """Upload ``audio`` to an endpoint that answers with JSON."""
-        check_fields(endpoint, values)
-        upload = upload_for(endpoint, audio, filename)
-        return await self._json(
-            endpoint, parse, fields=form_fields(values), upload=upload
-        )
-
-    async def _audio_tool(
-        self,
-        endpoint: ep.Endpoint,
-        audio: bytes,
-        filename: str,
-        values: Mapping[str, Any],
-    ) -> AudioResult:
-        """Upload ``audio`` to an endpoint that answers with audio bytes."""
-        check_fields(endpoint, values)
-        upload = upload_for(endpoint, audio, filename)
-        request = self._request(endpoint, fields=form_fields(values), upload=upload)
-        expected = values.get("format") or endpoint.default_format
-        return await self._synthesis.fetch(request, expected)
 
     def _observe_headers(self, status: int, headers: Mapping[str, str]) -> None:
         """Update success, rate limit, credits and plan from a response."""
@@ -618,8 +516,3 @@ class TtsAiClient:
                 callback()
             except Exception:
                 _LOGGER.exception("Error in a TTS.ai client listener")
-
-
-def _no_constant(name: str) -> Any:
-    """Refuse ``NaN`` and ``Infinity`` in JSON: the contract has no such numbers."""
-    raise ValueError(f"{name} is not a JSON number")

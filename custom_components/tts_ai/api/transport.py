@@ -171,11 +171,14 @@ class Transport:
         """Remove the API key from ``text`` (it must never reach a log)."""
         return text.replace(self._api_key, _REDACTED) if self._api_key else text
 
-    def invalid(self, message: str) -> InvalidResponseError:
-        """Build (and report) the error for an answer that cannot be accepted."""
-        error = InvalidResponseError(message)
+    def refuse[E: TtsAiError](self, error: E) -> E:
+        """Report ``error``, about an answer this client refuses; return it."""
         self._on_error(error)
         return error
+
+    def invalid(self, message: str) -> InvalidResponseError:
+        """Build (and report) the error for an answer that cannot be accepted."""
+        return self.refuse(InvalidResponseError(message))
 
     async def fetch(self, request: ApiRequest) -> ApiResponse:
         """Send ``request`` and read the whole successful response.
