@@ -63,6 +63,17 @@ def make_entry(
     )
 
 
+def make_local_only_entry(**options: Any) -> MockConfigEntry:
+    """Return a key-less, device-only TTS.ai entry with these options."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="TTS.ai (on device)",
+        unique_id="local_only",
+        data={},
+        options={CONF_MODE: "local_only", **options},
+    )
+
+
 @pytest.fixture
 async def config_entry(hass: HomeAssistant, standin: StandinServer) -> MockConfigEntry:
     """A loaded TTS.ai entry using the stand-in."""

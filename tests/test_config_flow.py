@@ -6,6 +6,7 @@ from collections.abc import Generator
 from dataclasses import replace
 import json
 from pathlib import Path
+from typing import Any
 from unittest.mock import AsyncMock, patch
 
 from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
@@ -23,6 +24,16 @@ from tests.harness.standin import DEFAULT_API_KEY, Fault, StandinServer
 from .conftest import make_entry
 
 OTHER_KEY = "sk-tts-standin-enterprise"
+UNREACHABLE_URL = "http://127.0.0.1:9/v1/"  # discard: nothing answers
+# Cloud settings that fit the stand-in's catalogue (Kokoro and one of its voices).
+OPTIONS = {
+    "model": "kokoro",
+    "voice": "af_bella",
+    "language": "en",
+    "format": "mp3",
+    "speed": 1.0,
+    "stt_model": "whisper",
+}
 
 
 @pytest.fixture
@@ -86,12 +97,7 @@ async def test_model_mirrors_are_set_before_the_first_set_up(
     point elsewhere.
     """
     result = await start_cloud_flow(hass)
-    [section_field] = [
-        field
-        for field in result["data_schema"].schema
-        if str(field) == "model_downloads"
-    ]
-    assert result["data_schema"].schema[section_field].options == {"collapsed": True}
+    assert form_field(result, "model_downloads").options == {"collapsed": True}
     mirror = "http://127.0.0.1:9/mirror/"
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"],
@@ -211,21 +217,27 @@ async def test_reauth_refuses_key_of_another_entry(
     assert entry.data[CONF_API_KEY] == DEFAULT_API_KEY
 
 
+def add_entry_on_an_unreachable_url(hass: HomeAssistant) -> MockConfigEntry:
+    """Add an entry whose base URL nothing answers on (not set up)."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        unique_id=key_fingerprint(DEFAULT_API_KEY),
+        data={CONF_API_KEY: DEFAULT_API_KEY, CONF_BASE_URL: UNREACHABLE_URL},
+    )
+    entry.add_to_hass(hass)
+    return entry
+
+
 async def test_reconfigure_changes_base_url(
     hass: HomeAssistant, standin: StandinServer
 ) -> None:
     """Reconfigure moves the entry to another endpoint after checking it."""
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        unique_id=key_fingerprint(DEFAULT_API_KEY),
-        data={CONF_API_KEY: DEFAULT_API_KEY, CONF_BASE_URL: "http://127.0.0.1:9/v1/"},
-    )
-    entry.add_to_hass(hass)
+    entry = add_entry_on_an_unreachable_url(hass)
     result = await entry.start_reconfigure_flow(hass)
     assert result["type"] is FlowResultType.FORM
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"],
-        {CONF_API_KEY: DEFAULT_API_KEY, CONF_BASE_URL: "http://127.0.0.1:9/v1/"},
+        {CONF_API_KEY: DEFAULT_API_KEY, CONF_BASE_URL: UNREACHABLE_URL},
     )
     assert result["errors"] == {"base": "cannot_connect"}
     result = await hass.config_entries.flow.async_configure(
@@ -241,12 +253,7 @@ async def test_reconfigure_keeps_the_stored_key_when_left_empty(
     hass: HomeAssistant, standin: StandinServer
 ) -> None:
     """Changing only the base URL does not ask for the key again."""
-    entry = MockConfigEntry(
-        domain=DOMAIN,
-        unique_id=key_fingerprint(DEFAULT_API_KEY),
-        data={CONF_API_KEY: DEFAULT_API_KEY, CONF_BASE_URL: "http://127.0.0.1:9/v1/"},
-    )
-    entry.add_to_hass(hass)
+    entry = add_entry_on_an_unreachable_url(hass)
     result = await entry.start_reconfigure_flow(hass)
 
     result = await hass.config_entries.flow.async_configure(
@@ -262,12 +269,26 @@ async def test_reconfigure_keeps_the_stored_key_when_left_empty(
     assert entry.unique_id == key_fingerprint(DEFAULT_API_KEY)
 
 
-def field_selector(result: dict, name: str) -> dict:
-    """The serialised selector of a form field, as the frontend receives it."""
+def form_field(result: dict, name: str) -> Any:
+    """The validator of a form field (a selector, or a section)."""
     for key, value in result["data_schema"].schema.items():
         if str(key) == name:
-            return value.serialize()["selector"]
+            return value
     raise AssertionError(f"{name} is not in the form")
+
+
+def field_selector(result: dict, name: str) -> dict:
+    """The serialised selector of a form field, as the frontend receives it."""
+    return form_field(result, name).serialize()["selector"]
+
+
+def suggested_values(result: dict) -> dict[str, object]:
+    """The values the form suggests (pre-filled, not yet chosen)."""
+    return {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
 
 
 def field_names(result: dict) -> list[str]:
@@ -299,16 +320,8 @@ async def test_options_flow_validates_combinations(
     """After another model is chosen, the form comes back with its voices."""
     result = await hass.config_entries.options.async_init(config_entry.entry_id)
     assert result["type"] is FlowResultType.FORM
-    base = {
-        "model": "kokoro",
-        "voice": "af_bella",
-        "language": "en",
-        "format": "mp3",
-        "speed": 1.0,
-        "stt_model": "whisper",
-    }
     result = await hass.config_entries.options.async_configure(
-        result["flow_id"], {**base, "model": "piper", "language": "ja"}
+        result["flow_id"], {**OPTIONS, "model": "piper", "language": "ja"}
     )
     assert result["step_id"] == "init"
     assert result["errors"] == {"voice": "voice_model_mismatch"}
@@ -325,14 +338,10 @@ async def test_options_flow_validates_combinations(
         ["en", "de", "es", "fr"]
     )
     # A voice and a language of the new model are suggested, not forced.
-    suggested = {
-        str(key): key.description["suggested_value"]
-        for key in result["data_schema"].schema
-        if key.description and "suggested_value" in key.description
-    }
+    suggested = suggested_values(result)
     assert suggested["language"] == "en"
     assert suggested["voice"] == "en_GB-alan-medium"
-    chosen = {**base, "model": "piper", "voice": "en_US-joe-medium", "speed": 0.75}
+    chosen = {**OPTIONS, "model": "piper", "voice": "en_US-joe-medium", "speed": 0.75}
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], chosen
     )
@@ -347,16 +356,6 @@ async def test_options_flow_validates_combinations(
     assert config_entry.options["voice"] == "en_US-joe-medium"
     assert config_entry.options["hedge_deadline"] == 1.0
     assert config_entry.state is ConfigEntryState.LOADED
-
-
-OPTIONS = {
-    "model": "kokoro",
-    "voice": "af_bella",
-    "language": "en",
-    "format": "mp3",
-    "speed": 1.0,
-    "stt_model": "whisper",
-}
 
 
 def _without(catalogue: Catalogue, vanished: str) -> Catalogue:
@@ -378,14 +377,6 @@ def _without(catalogue: Catalogue, vanished: str) -> Catalogue:
             for m in catalogue.models
         ),
     )
-
-
-def suggested_values(result: dict) -> dict[str, object]:
-    return {
-        str(key): key.description["suggested_value"]
-        for key in result["data_schema"].schema
-        if key.description and "suggested_value" in key.description
-    }
 
 
 @pytest.mark.parametrize(
@@ -456,15 +447,7 @@ async def test_fallback_step_puts_the_mode_first_and_mirrors_away(
     """Mode, hedge deadline, engine; download settings in a collapsed section."""
     result = await hass.config_entries.options.async_init(config_entry.entry_id)
     result = await hass.config_entries.options.async_configure(
-        result["flow_id"],
-        {
-            "model": "kokoro",
-            "voice": "af_bella",
-            "language": "en",
-            "format": "mp3",
-            "speed": 1.0,
-            "stt_model": "whisper",
-        },
+        result["flow_id"], OPTIONS
     )
     assert result["step_id"] == "fallback"
     assert field_names(result) == [
@@ -473,11 +456,7 @@ async def test_fallback_step_puts_the_mode_first_and_mirrors_away(
         "local_engine",
         "model_downloads",
     ]
-    [downloads] = [
-        value
-        for key, value in result["data_schema"].schema.items()
-        if str(key) == "model_downloads"
-    ]
+    downloads = form_field(result, "model_downloads")
     assert downloads.options == {"collapsed": True}
     assert [str(key) for key in downloads.schema.schema] == [
         "piper_voices_url",

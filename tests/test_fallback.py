@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -28,7 +29,7 @@ from tests.audio import decode_pcm
 from tests.harness.model_server import FileFault, ModelServer
 from tests.harness.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
 
-from .conftest import make_entry
+from .conftest import make_entry, make_local_only_entry
 from .test_stt import HEADERS, STT_ENTITY
 from .test_tts import TTS_ENTITY, speak
 
@@ -61,6 +62,31 @@ async def wait_for_models(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     await hass.async_block_till_done()
 
 
+def use_config_dir(hass: HomeAssistant, config_dir: Path) -> None:
+    """Keep the models in ``config_dir``; speak and listen in US English."""
+    hass.config.config_dir = str(config_dir)
+    hass.config.language = "en"
+    hass.config.country = "US"
+
+
+def local_only_entry(model_server: ModelServer) -> MockConfigEntry:
+    """Return a device-only entry whose models come from the model server."""
+    return make_local_only_entry(
+        local_engine="built_in",
+        piper_voices_url=model_server.piper_base_url,
+        whisper_models_url=model_server.hf_base_url,
+        whisper_model="tiny.en",
+    )
+
+
+def packages_missing() -> AbstractContextManager[Any]:
+    """The engines' packages cannot be installed here (onnxruntime is missing)."""
+    return patch(
+        "custom_components.tts_ai.local_speech.missing_packages",
+        return_value=["onnxruntime"],
+    )
+
+
 async def setup_fallback_entry(
     hass: HomeAssistant,
     standin: StandinServer,
@@ -69,9 +95,7 @@ async def setup_fallback_entry(
     **options: Any,
 ) -> MockConfigEntry:
     """Set up a cloud-first entry whose device models come from loopback."""
-    hass.config.config_dir = str(config_dir)
-    hass.config.language = "en"
-    hass.config.country = "US"
+    use_config_dir(hass, config_dir)
     assert await async_setup_component(hass, "homeassistant", {})
     entry = make_entry(
         standin,
@@ -93,22 +117,8 @@ async def setup_local_only_entry(
     hass: HomeAssistant, model_server: ModelServer, config_dir: Path
 ) -> MockConfigEntry:
     """Set up a key-less, device-only entry with its models ready."""
-    hass.config.config_dir = str(config_dir)
-    hass.config.language = "en"
-    hass.config.country = "US"
-    entry = MockConfigEntry(
-        domain="tts_ai",
-        title="TTS.ai (on device)",
-        unique_id="local_only",
-        data={},
-        options={
-            "mode": "local_only",
-            "local_engine": "built_in",
-            "piper_voices_url": model_server.piper_base_url,
-            "whisper_models_url": model_server.hf_base_url,
-            "whisper_model": "tiny.en",
-        },
-    )
+    use_config_dir(hass, config_dir)
+    entry = local_only_entry(model_server)
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await wait_for_models(hass, entry)
@@ -161,9 +171,7 @@ async def test_two_entries_on_one_models_folder_share_the_downloads(
     tmp_path: Path,
 ) -> None:
     """A cloud entry and a device-only entry set up together both get ready."""
-    hass.config.config_dir = str(tmp_path)
-    hass.config.language = "en"
-    hass.config.country = "US"
+    use_config_dir(hass, tmp_path)
     assert await async_setup_component(hass, "homeassistant", {})
     # Slow answers, so both entries surely want the models at the same time.
     model_server.add_fault("*joe-medium*", FileFault.SLOW, delay=0.3, times=None)
@@ -174,19 +182,7 @@ async def test_two_entries_on_one_models_folder_share_the_downloads(
         whisper_models_url=model_server.hf_base_url,
         whisper_model="tiny.en",
     )
-    device = MockConfigEntry(
-        domain="tts_ai",
-        title="TTS.ai (on device)",
-        unique_id="local_only",
-        data={},
-        options={
-            "mode": "local_only",
-            "local_engine": "built_in",
-            "piper_voices_url": model_server.piper_base_url,
-            "whisper_models_url": model_server.hf_base_url,
-            "whisper_model": "tiny.en",
-        },
-    )
+    device = local_only_entry(model_server)
     cloud.add_to_hass(hass)
     device.add_to_hass(hass)
 
@@ -367,10 +363,7 @@ async def test_missing_packages_raise_a_repair_issue(
     """Where the engines cannot be installed, the cloud works and a repair says why."""
     entry = make_entry(standin, mode="cloud_first")
     entry.add_to_hass(hass)
-    with patch(
-        "custom_components.tts_ai.local_speech.missing_packages",
-        return_value=["onnxruntime"],
-    ):
+    with packages_missing():
         assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     issue = issue_registry.async_get_issue("tts_ai", f"local_packages_{entry.entry_id}")
@@ -388,10 +381,7 @@ async def test_packages_repair_goes_when_the_entry_turns_cloud_only(
     """Without an on-device engine, the missing-packages repair no longer applies."""
     entry = make_entry(standin, mode="cloud_first")
     entry.add_to_hass(hass)
-    with patch(
-        "custom_components.tts_ai.local_speech.missing_packages",
-        return_value=["onnxruntime"],
-    ):
+    with packages_missing():
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
         issue_id = f"local_packages_{entry.entry_id}"

@@ -28,8 +28,8 @@ from custom_components.tts_ai.api import (
     ResponseTooLargeError,
     TtsAiClient,
     TtsAiTimeoutError,
-    client as client_module,
     endpoints as ep,
+    synthesis as synthesis_module,
 )
 from custom_components.tts_ai.fallback import CircuitBreaker, falls_back
 from custom_components.tts_ai.speech.audio import pcm_to_wav
@@ -558,13 +558,13 @@ async def test_joining_parts_runs_off_the_event_loop(
 ) -> None:
     """A long multi-part WAV is joined in a worker thread, not in the loop."""
     threads: list[threading.Thread] = []
-    real_join = client_module.join_audio
+    real_join = synthesis_module.join_audio
 
     def spy(parts: list[bytes], fmt: str) -> bytes:
         threads.append(threading.current_thread())
         return real_join(parts, fmt)
 
-    monkeypatch.setattr(client_module, "join_audio", spy)
+    monkeypatch.setattr(synthesis_module, "join_audio", spy)
     client = make_client(session, cloud, max_text_chars=60)
     second = pcm_to_wav(bytes(32_000), 16_000)
     cloud.tamper("tts/", raw_body(second, "audio/wav"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from http import HTTPStatus
 import logging
@@ -61,6 +62,33 @@ async def separate(hass: HomeAssistant, audio: Path, **data: Any) -> dict[str, A
         blocking=True,
         return_response=True,
     )
+
+
+async def start_separation(
+    hass: HomeAssistant, tracker: TaskTracker, audio: Path
+) -> str:
+    """Call separate_stems without a response; return the pending task's id."""
+    await hass.services.async_call(
+        DOMAIN, "separate_stems", {"audio": str(audio)}, blocking=True
+    )
+    (task_id,) = tracker.pending
+    return task_id
+
+
+def no_webhook_url() -> AbstractContextManager[Any]:
+    """Home Assistant has no URL the service could call back: tasks are polled."""
+    return patch(
+        "homeassistant.components.webhook.async_generate_url",
+        side_effect=NoURLAvailableError,
+    )
+
+
+async def wait_for_events(events: list[Event], seconds: float) -> None:
+    """Wait until an event has come, at most ``seconds``."""
+    for _ in range(round(seconds / 0.1)):
+        if events:
+            return
+        await asyncio.sleep(0.1)
 
 
 async def test_webhook_delivers_stored_stems(
@@ -150,10 +178,7 @@ async def test_polls_when_no_webhook_url(
     """Without a URL the service could call, the task is polled to the end."""
     events = completed_events(hass)
     tracker_of(hass, config_entry).poll.interval = 0.1
-    with patch(
-        "homeassistant.components.webhook.async_generate_url",
-        side_effect=NoURLAvailableError,
-    ):
+    with no_webhook_url():
         response = await separate(hass, speech_file, stems=4)
 
     sent = next(r for r in standin.requests if r.path == "audio/separate/")
@@ -178,11 +203,8 @@ async def test_without_response_the_event_brings_the_stems(
     """Called without a response, the action returns at once; the event follows."""
     events = completed_events(hass)
     tracker = tracker_of(hass, config_entry)
-    await hass.services.async_call(
-        DOMAIN, "separate_stems", {"audio": str(speech_file)}, blocking=True
-    )
+    task_id = await start_separation(hass, tracker, speech_file)
     assert events == []
-    (task_id,) = tracker.pending
 
     await tracker.async_wait(task_id, 30)
     await hass.async_block_till_done()
@@ -203,13 +225,7 @@ async def test_wait_times_out_with_a_translated_error(
     tracker = tracker_of(hass, config_entry)
     tracker.poll.interval = 0.1
     standin.inject(Fault.HANG, path="results/*")
-    with (
-        patch(
-            "homeassistant.components.webhook.async_generate_url",
-            side_effect=NoURLAvailableError,
-        ),
-        pytest.raises(HomeAssistantError) as caught,
-    ):
+    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
         await separate(hass, speech_file, timeout=1)
 
     assert caught.value.translation_key == "task_timeout"
@@ -231,14 +247,8 @@ async def test_pending_task_survives_a_reload(
     tracker = tracker_of(hass, config_entry)
     webhook_id = tracker.webhook_id
     standin.inject(Fault.HANG, path="results/*")
-    with patch(
-        "homeassistant.components.webhook.async_generate_url",
-        side_effect=NoURLAvailableError,
-    ):
-        await hass.services.async_call(
-            DOMAIN, "separate_stems", {"audio": str(speech_file)}, blocking=True
-        )
-    (task_id,) = tracker.pending
+    with no_webhook_url():
+        task_id = await start_separation(hass, tracker, speech_file)
     assert await hass.config_entries.async_unload(config_entry.entry_id)
     standin.clear_faults()
 
@@ -247,10 +257,7 @@ async def test_pending_task_survives_a_reload(
     assert resumed.webhook_id == webhook_id  # the service may still call it
     assert resumed.pending == {task_id}
     resumed.poll.interval = 0.1
-    for _ in range(100):
-        if events:
-            break
-        await asyncio.sleep(0.1)
+    await wait_for_events(events, 10)
 
     assert [e.data["task_id"] for e in events] == [task_id]
     assert events[0].data["status"] == "success"
@@ -308,10 +315,7 @@ async def test_forged_webhook_flood_costs_one_status_request(
     events = completed_events(hass)
     tracker = tracker_of(hass, config_entry)
     standin.hold_tasks()
-    await hass.services.async_call(
-        DOMAIN, "separate_stems", {"audio": str(speech_file)}, blocking=True
-    )
-    (task_id,) = tracker.pending
+    task_id = await start_separation(hass, tracker, speech_file)
     url = f"/api/webhook/{tracker.webhook_id}"
     status_path = f"results/{task_id}"
     loop = asyncio.get_running_loop()
@@ -396,14 +400,8 @@ async def test_task_older_than_the_max_age_ends_failed_after_a_reload(
     events = completed_events(hass)
     tracker = tracker_of(hass, config_entry)
     standin.hold_tasks()  # the service never finishes this one
-    with patch(
-        "homeassistant.components.webhook.async_generate_url",
-        side_effect=NoURLAvailableError,
-    ):
-        await hass.services.async_call(
-            DOMAIN, "separate_stems", {"audio": str(speech_file)}, blocking=True
-        )
-    (task_id,) = tracker.pending
+    with no_webhook_url():
+        task_id = await start_separation(hass, tracker, speech_file)
     assert await hass.config_entries.async_unload(config_entry.entry_id)
     status_path = f"results/{task_id}"
     asked_before = [r.path for r in standin.requests].count(status_path)
@@ -414,10 +412,7 @@ async def test_task_older_than_the_max_age_ends_failed_after_a_reload(
         assert await hass.config_entries.async_setup(config_entry.entry_id)
     resumed = tracker_of(hass, config_entry)
     resumed.poll.interval = 0.1
-    for _ in range(50):
-        if events:
-            break
-        await asyncio.sleep(0.1)
+    await wait_for_events(events, 5)
 
     assert [e.data["task_id"] for e in events] == [task_id]
     assert events[0].data["status"] == "failed"
@@ -447,13 +442,7 @@ async def test_task_past_the_max_age_fails_the_waiting_action(
     tracker.poll.interval = 0.1
     tracker.poll.max_age = 1.0  # stands in for TASK_MAX_AGE
     standin.hold_tasks()
-    with (
-        patch(
-            "homeassistant.components.webhook.async_generate_url",
-            side_effect=NoURLAvailableError,
-        ),
-        pytest.raises(HomeAssistantError) as caught,
-    ):
+    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
         await separate(hass, speech_file, timeout=30)
 
     assert caught.value.translation_key == "task_failed"

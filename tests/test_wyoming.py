@@ -46,7 +46,7 @@ from tests.audio import decode_pcm
 from tests.harness.realhass import free_port
 from tests.harness.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
 
-from .conftest import make_entry
+from .conftest import make_entry, make_local_only_entry
 from .test_fallback import ACTIVE_ENGINE, LOCAL_MODELS, speak_with
 from .test_stt import HEADERS, STT_ENTITY
 from .test_tts import TTS_ENTITY, speak
@@ -317,17 +317,10 @@ async def test_device_only_entry_with_wyoming_engines(
     wyoming_entities: WyomingEntities,
 ) -> None:
     """No key at all: a device-only entry speaks and listens through Wyoming."""
-    entry = MockConfigEntry(
-        domain="tts_ai",
-        title="TTS.ai (on device)",
-        unique_id="local_only",
-        data={},
-        options={
-            "mode": "local_only",
-            "local_engine": "entity",
-            "local_tts_entity": wyoming_entities.tts,
-            "local_stt_entity": wyoming_entities.stt,
-        },
+    entry = make_local_only_entry(
+        local_engine="entity",
+        local_tts_entity=wyoming_entities.tts,
+        local_stt_entity=wyoming_entities.stt,
     )
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)

@@ -72,13 +72,16 @@ def remaining(deadline: float, reserve: float = 0.0) -> float:
 def run_stages(args: argparse.Namespace, work: Path, deadline: float) -> list[Stage]:
     """The engines stage, then the satellite stage, sharing one model server."""
     from tests.harness import realhass as devenv  # noqa: PLC0415
-    from tests.test_satellite_e2e import _start_model_server  # noqa: PLC0415
+    from tests.harness.assist_home import (  # noqa: PLC0415
+        start_assist_home,
+        start_model_server,
+    )
 
     stages: list[Stage] = []
     log_path = work / "servers.log"
     with log_path.open("w") as log, contextlib.ExitStack() as cleanup:
         print("arm-check: starting the loopback model server", flush=True)
-        server, piper_url, hf_url = _start_model_server(log)
+        server, piper_url, hf_url = start_model_server(log)
         cleanup.callback(devenv.stop_process, server)
         if args.only in {None, "engines"}:
             print(
@@ -103,7 +106,7 @@ def run_stages(args: argparse.Namespace, work: Path, deadline: float) -> list[St
             tmp = work / "hass"
             tmp.mkdir()
             try:
-                home = satellite.start_hass(tmp, log, piper_url, hf_url)
+                home = start_assist_home(tmp, log, piper_url, hf_url)
             except Exception as err:
                 stage = Stage(
                     "Satellite file mode (--input/--output)",
@@ -139,8 +142,8 @@ def run_stages(args: argparse.Namespace, work: Path, deadline: float) -> list[St
 
 
 def satellite_pipeline() -> str:
-    """The Assist pipeline the satellite end-to-end set-up creates."""
-    from tests.test_satellite_e2e import PIPELINE_NAME  # noqa: PLC0415
+    """The Assist pipeline the shared Home Assistant set-up creates."""
+    from tests.harness.assist_home import PIPELINE_NAME  # noqa: PLC0415
 
     return PIPELINE_NAME
 

@@ -1,9 +1,9 @@
 """The satellite stage: its file mode on arm64-python3.11 against a real hass.
 
-Home Assistant runs natively here (its STT and TTS are the integration's
-on-device engines, as in tests/test_satellite_e2e.py, whose set-up this
-reuses); only the satellite is emulated, as it would run on a Pi with
-Raspberry Pi OS 12. pyaudio is not installed: file mode must not need it,
+Home Assistant runs natively here, set up by tests/harness/assist_home.py as
+for the satellite's end-to-end test (its STT and TTS are the integration's
+on-device engines); only the satellite is emulated, as it would run on a Pi
+with Raspberry Pi OS 12. pyaudio is not installed: file mode must not need it,
 and a tripwire module records any attempt to import it.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 
@@ -73,11 +72,11 @@ def run_satellite(cache_dir: Path, work: Path, home: Hass, *, timeout: float) ->
 
     ``timeout`` bounds the emulated turn (the whole check has a time budget).
     """
-    from tests.test_satellite_e2e import (  # noqa: PLC0415 - the host venv's
+    from tests.harness.assist_home import (  # noqa: PLC0415 - the host venv's
         QUESTION,
-        _assert_speech_of,
-        _says_the_time,
-        _words,
+        assert_speech_of,
+        says_the_time,
+        words,
     )
 
     stage = Stage("Satellite file mode (--input/--output)", GUEST_PYTHON, QEMU_CPU)
@@ -130,7 +129,7 @@ def run_satellite(cache_dir: Path, work: Path, home: Hass, *, timeout: float) ->
         line.split(": ", 1) for line in done.stdout.splitlines() if ": " in line
     )
     heard, reply = lines.get("heard", ""), lines.get("reply", "")
-    turn_ok = done.returncode == 0 and _words(heard) == _words(QUESTION)
+    turn_ok = done.returncode == 0 and words(heard) == words(QUESTION)
     stage.add(
         "one turn: WAV in, reply WAV out",
         turn_ok,
@@ -138,9 +137,9 @@ def run_satellite(cache_dir: Path, work: Path, home: Hass, *, timeout: float) ->
         + ("" if turn_ok else f"\n{done.stderr.strip()[-2000:]}"),
     )
     if turn_ok:
-        says_time = _says_the_time(reply, asked_at, answered_at)
+        says_time = says_the_time(reply, asked_at, answered_at)
         try:
-            _assert_speech_of(work / "reply.wav", reply)
+            assert_speech_of(work / "reply.wav", reply)
             speech = "the reply WAV is speech of the reply (Whisper hears its numbers)"
         except AssertionError as err:
             says_time, speech = False, f"reply WAV is not speech of the reply: {err}"
@@ -199,61 +198,3 @@ def _check_wake_word(stage: Stage, work: Path, env: dict[str, str]) -> None:
         f"okay_nabu fired {fired[WAKE_PHRASE]} time(s) on {WAKE_PHRASE!r} and"
         f" {fired[NO_WAKE_PHRASE]} on {NO_WAKE_PHRASE!r} (Piper's joe voice)",
     )
-
-
-def start_hass(tmp: Path, log: IO[str], piper_url: str, hf_url: str) -> Any:
-    """Home Assistant with a local-only entry and the satellite's pipeline.
-
-    The same steps as tests/test_satellite_e2e.py's ``home`` fixture. Returns
-    the running ``AssistHome`` (stop it with ``devenv.stop_process``).
-    """
-    import asyncio  # noqa: PLC0415
-
-    from tests.harness import realhass as devenv  # noqa: PLC0415
-    from tests.harness.realhass import free_port  # noqa: PLC0415
-    from tests.harness.standin.engines import (  # noqa: PLC0415
-        synthesize_pcm,
-        wav_bytes,
-    )
-    from tests.test_satellite_e2e import (  # noqa: PLC0415
-        QUESTION,
-        AssistHome,
-        _add_local_only_entry,
-        _configuration,
-        _create_pipeline,
-        _integration_entity,
-    )
-
-    configuration = _configuration(tmp, free_port())
-    config_dir = tmp / "config"
-    devenv.write_configuration(config_dir, configuration)
-    devenv.ensure_requirements(configuration, output=log, frontend=False)
-    devenv.prepare_config_dir(config_dir)
-    spoken = synthesize_pcm(QUESTION)
-    question_wav = tmp / "question.wav"
-    question_wav.write_bytes(wav_bytes(spoken.pcm, spoken.sample_rate))
-    home = AssistHome(
-        config_dir=config_dir,
-        url=devenv.hass_url(configuration),
-        token="",
-        token_file=tmp / "token",
-        question_wav=question_wav,
-        log=log,
-        log_path=Path(log.name),
-        hass=None,  # type: ignore[arg-type]
-    )
-    try:
-        home.start()
-        home.token = devenv.onboard_or_log_in(home.url)
-        home.token_file.write_text(home.token)
-        devenv.wait_until_running(home.url, home.token, home.hass)
-        devenv.remove_failed_onboarding_entries(home.url, home.token)
-        _add_local_only_entry(home.url, home.token, piper_url, hf_url)
-        home.wait_until_ready()
-        home.stt_entity = _integration_entity(home, "stt")
-        home.tts_entity = _integration_entity(home, "tts")
-        asyncio.run(_create_pipeline(home))
-    except BaseException:
-        devenv.stop_process(home.hass)
-        raise
-    return home

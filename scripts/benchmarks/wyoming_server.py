@@ -1,9 +1,12 @@
-"""wyoming-piper, the reference Piper server, as a subprocess and a timed client.
+"""The Wyoming reference servers as subprocesses, and a timed Piper client.
 
-The server is started with the same voice files as the engine: its data
+wyoming-piper is started with the same voice files as the engine: its data
 directory is the folder holding ``en_US-joe-medium.onnx`` and its JSON, so it
 finds the voice there and downloads nothing (its download directory is a
 scratch folder all the same, so nothing is ever written into site-packages).
+wyoming-faster-whisper gets the engine's CTranslate2 model files likewise.
+Both run the same way: :class:`WyomingServer` starts one, waits until it
+answers, and stops it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 import tempfile
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 from wyoming.audio import AudioChunk, AudioStop
 from wyoming.client import AsyncTcpClient
@@ -53,53 +56,42 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class WyomingPiperServer:
-    """``python -m wyoming_piper`` on 127.0.0.1, run for an ``async with`` block."""
+class WyomingServer:
+    """A Wyoming server (``package``) on 127.0.0.1, run for an ``async with`` block.
 
-    def __init__(self, voice: LocalVoice, *, board_cores: int | None = None) -> None:
-        """Prepare to serve ``voice`` (its files' folder is the data directory).
+    Subclasses give the command line (:meth:`_arguments`) and may prepare the
+    started server (:meth:`_prepare`).
+    """
 
-        ``board_cores`` (pinned runs) starts the server through
-        ``wyoming_launcher`` so its ONNX Runtime gets the default thread count
-        of a board with that many cores, like the raw Piper anchor.
-        """
-        self.voice = voice
-        self.board_cores = board_cores
+    def __init__(self, package: str) -> None:
+        """Pick a port and a scratch folder for the server of ``package``."""
+        self.package = package
         self.port = _free_port()
-        self.version = version("wyoming-piper")
-        self.supports_streaming = False
+        self.version = version(package)
         self._process: asyncio.subprocess.Process | None = None
-        self._scratch = tempfile.TemporaryDirectory(prefix="bench-wyoming-")
+        self._scratch = tempfile.TemporaryDirectory(prefix=f"bench-{package}-")
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
 
+    def _arguments(self) -> list[str]:
+        """The arguments to ``python`` that run the server."""
+        raise NotImplementedError
+
+    async def _prepare(self, info: Info, pid: int) -> None:
+        """Ready the server that answered with ``info`` for the first round."""
+
     async def __aenter__(self) -> Self:
-        """Start the server, wait until it answers, and have it load the voice."""
-        launcher = ["-m", "wyoming_piper"]
-        if self.board_cores is not None:
-            launcher = [
-                "-m", "scripts.benchmarks.wyoming_launcher", str(self.board_cores)
-            ]  # fmt: skip
+        """Start the server, wait until it answers, and prepare it."""
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, *launcher,
-            "--uri", f"tcp://{HOST}:{self.port}",
-            "--voice", self.voice.key,
-            "--data-dir", str(self.voice.model_path.parent),
-            "--download-dir", self._scratch.name,
+            sys.executable,
+            *self._arguments(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self._log,
             stderr=self._log,
-        )  # fmt: skip
-        process = self._process
+        )
+        pid = self._process.pid
         try:
             info = await asyncio.wait_for(self._wait_ready(), _START_TIMEOUT)
-            self.supports_streaming = any(
-                program.supports_synthesize_streaming for program in info.tts
-            )
-            # The server loads the voice on its first request: do that now,
-            # then hold its threads (ONNX Runtime pins its own) to the cores
-            # this process may use.
-            await wyoming_first_audio(self, "Ready.", streaming=False)
-            confine_threads(process.pid, os.sched_getaffinity(0))
+            await self._prepare(info, pid)
         except BaseException:
             await self._stop()
             raise
@@ -118,7 +110,7 @@ class WyomingPiperServer:
         """Ask for the server's info until it answers."""
         while True:
             if self._process is not None and self._process.returncode is not None:
-                raise RuntimeError(f"wyoming-piper exited:\n{self._read_log()}")
+                raise RuntimeError(f"{self.package} exited:\n{self._read_log()}")
             try:
                 async with AsyncTcpClient(HOST, self.port) as client:
                     await client.write_event(Describe().event())
@@ -149,6 +141,79 @@ class WyomingPiperServer:
             self._log.seek(0)
             return self._log.read().decode(errors="replace")[-4000:]
         return ""
+
+
+class WyomingPiperServer(WyomingServer):
+    """``python -m wyoming_piper``, serving the engine's voice files."""
+
+    def __init__(self, voice: LocalVoice, *, board_cores: int | None = None) -> None:
+        """Prepare to serve ``voice`` (its files' folder is the data directory).
+
+        ``board_cores`` (pinned runs) starts the server through
+        ``wyoming_launcher`` so its ONNX Runtime gets the default thread count
+        of a board with that many cores, like the raw Piper anchor.
+        """
+        super().__init__("wyoming-piper")
+        self.voice = voice
+        self.board_cores = board_cores
+        self.supports_streaming = False
+
+    def _arguments(self) -> list[str]:
+        launcher = ["-m", "wyoming_piper"]
+        if self.board_cores is not None:
+            launcher = [
+                "-m", "scripts.benchmarks.wyoming_launcher", str(self.board_cores)
+            ]  # fmt: skip
+        return [
+            *launcher,
+            "--uri", f"tcp://{HOST}:{self.port}",
+            "--voice", self.voice.key,
+            "--data-dir", str(self.voice.model_path.parent),
+            "--download-dir", self._scratch.name,
+        ]  # fmt: skip
+
+    async def _prepare(self, info: Info, pid: int) -> None:
+        """Note streaming support; load the voice; confine the server's threads."""
+        self.supports_streaming = any(
+            program.supports_synthesize_streaming for program in info.tts
+        )
+        # The server loads the voice on its first request: do that now,
+        # then hold its threads (ONNX Runtime pins its own) to the cores
+        # this process may use.
+        await wyoming_first_audio(self, "Ready.", streaming=False)
+        confine_threads(pid, os.sched_getaffinity(0))
+
+
+class WyomingWhisperServer(WyomingServer):
+    """``python -m wyoming_faster_whisper``, serving the engine's model files.
+
+    What the Whisper add-on runs, with the engine's settings: the same
+    CTranslate2 model files (``model_dir``), int8, ``threads`` CPU threads,
+    greedy decoding (the add-on picks a beam of 5 on x86 by itself: that
+    would only slow the anchor down), English. It downloads nothing.
+    """
+
+    def __init__(self, model_dir: Path, *, threads: int, beam_size: int = 1) -> None:
+        """Prepare to serve the model in ``model_dir``."""
+        super().__init__("wyoming-faster-whisper")
+        self.model_dir = model_dir
+        self.threads = threads
+        self.beam_size = beam_size
+
+    def _arguments(self) -> list[str]:
+        return [
+            # The launcher fixes a PyAV call for this venv (see there).
+            "-m", "scripts.benchmarks.wyoming_launcher", "whisper",
+            "--uri", f"tcp://{HOST}:{self.port}",
+            "--model", str(self.model_dir),
+            "--data-dir", self._scratch.name,
+            "--local-files-only",
+            "--stt-library", "faster-whisper",
+            "--compute-type", "int8",
+            "--cpu-threads", str(self.threads),
+            "--beam-size", str(self.beam_size),
+            "--language", "en",
+        ]  # fmt: skip
 
 
 async def wyoming_first_audio(
@@ -188,95 +253,3 @@ async def wyoming_first_audio(
     if first is None:
         raise RuntimeError("wyoming-piper sent no audio")
     return first
-
-
-class WyomingWhisperServer:
-    """``python -m wyoming_faster_whisper`` on 127.0.0.1, for an ``async with``.
-
-    What the Whisper add-on runs, with the engine's settings: the same
-    CTranslate2 model files (``model_dir``), int8, ``threads`` CPU threads,
-    greedy decoding (the add-on picks a beam of 5 on x86 by itself: that
-    would only slow the anchor down), English. It downloads nothing.
-    """
-
-    def __init__(self, model_dir: Path, *, threads: int, beam_size: int = 1) -> None:
-        """Prepare to serve the model in ``model_dir``."""
-        self.model_dir = model_dir
-        self.threads = threads
-        self.beam_size = beam_size
-        self.port = _free_port()
-        self.version = version("wyoming-faster-whisper")
-        self._process: asyncio.subprocess.Process | None = None
-        self._scratch = tempfile.TemporaryDirectory(prefix="bench-wyoming-whisper-")
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __aexit__
-
-    async def __aenter__(self) -> Self:
-        """Start the server and wait until it answers (it loads the model first)."""
-        self._process = await asyncio.create_subprocess_exec(
-            # The launcher fixes a PyAV call for this venv (see there).
-            sys.executable, "-m", "scripts.benchmarks.wyoming_launcher", "whisper",
-            "--uri", f"tcp://{HOST}:{self.port}",
-            "--model", str(self.model_dir),
-            "--data-dir", self._scratch.name,
-            "--local-files-only",
-            "--stt-library", "faster-whisper",
-            "--compute-type", "int8",
-            "--cpu-threads", str(self.threads),
-            "--beam-size", str(self.beam_size),
-            "--language", "en",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-        )  # fmt: skip
-        try:
-            await asyncio.wait_for(self._wait_ready(), _START_TIMEOUT)
-        except BaseException:
-            await self._stop()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        await self._stop()
-
-    async def _wait_ready(self) -> Info:
-        while True:
-            if self._process is not None and self._process.returncode is not None:
-                raise RuntimeError(
-                    f"wyoming-faster-whisper exited:\n{_tail(self._log)}"
-                )
-            try:
-                async with AsyncTcpClient(HOST, self.port) as client:
-                    await client.write_event(Describe().event())
-                    event = await client.read_event()
-            except OSError:
-                await asyncio.sleep(0.2)
-                continue
-            if event is not None and Info.is_type(event.type):
-                return Info.from_event(event)
-            await asyncio.sleep(0.2)
-
-    async def _stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-        self._log.close()
-        self._scratch.cleanup()
-
-
-def _tail(log: Any) -> str:
-    """A log file's last lines, for error messages."""
-    with contextlib.suppress(OSError, ValueError):
-        log.seek(0)
-        return log.read().decode(errors="replace")[-4000:]
-    return ""

@@ -1,36 +1,24 @@
-"""The asyncio client for the TTS.ai REST API."""
+"""The asyncio client for the TTS.ai REST API: its typed methods and account state.
+
+Each method checks what it was given and names its endpoint of the table
+(``endpoints.py``); ``calls.py`` builds the request and reads the answer,
+``synthesis.py`` reads audio (long texts in parts), ``transport.py`` sends.
+Every answer updates the rate limit, credits, plan and last error here.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
-import dataclasses
-import json
 import logging
 import re
-from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from ..speech.audio import (
-    JOINABLE_FORMATS,
-    STREAM_JOINABLE_FORMATS,
-    id3v2_size,
-    join_audio,
-)
-from ..speech.text import chunk_text
 from . import endpoints as ep
-from .errors import (
-    BadRequestError,
-    ForeignUrlError,
-    InvalidResponseError,
-    TextTooLongError,
-    TtsAiError,
-    UploadTooLargeError,
-)
-from .headers import header_float
+from .calls import EndpointCalls
+from .errors import BadRequestError, TextTooLongError, TtsAiError
 from .limiter import ConcurrencyLimiter
 from .models import (
     AudioAnalysis,
@@ -44,42 +32,18 @@ from .models import (
     Voice,
     VoiceChatReply,
     VoiceList,
+    list_field,
+    task_status,
+    voice_page,
 )
-from .params import (
-    check_choice,
-    check_range,
-    check_text,
-    form_fields,
-    json_fields,
-)
-from .transport import ApiRequest, ApiResponse, Transport, Upload
+from .params import check_fields, check_text, form_fields, json_fields, upload_for
+from .synthesis import Synthesis
+from .transport import ApiRequest, Transport
 
 _LOGGER = logging.getLogger(__name__)
 
 # Task ids go into a URL path: allow only what cannot change the path.
 _TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# A result URL longer than this, or with control characters, is not one.
-_MAX_URL_CHARS = 2048
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-# How each format's file begins. A body that does not is not that audio
-# (an HTML error page, an SVG, zeros from a broken proxy), and must not be
-# played or stored as if it were. Formats not listed are not checked.
-_AUDIO_MAGIC: dict[str, tuple[bytes, ...]] = {
-    "mp3": (b"ID3", b"\xff\xe0", b"\xff\xf0"),  # tag, or a frame sync (masked)
-    "wav": (b"RIFF",),
-    "ogg": (b"OggS",),
-    "flac": (b"fLaC",),
-}
-_MAGIC_BYTES = 4
-# What a malformed answer raises while it is decoded: all mean "unreadable".
-_DECODE_ERRORS = (
-    ValueError,
-    TypeError,
-    KeyError,
-    AttributeError,
-    OverflowError,
-    RecursionError,
-)
 
 
 class TtsAiClient:
@@ -140,6 +104,8 @@ class TtsAiClient:
             on_headers=self._observe_headers,
             on_error=self._observe_error,
         )
+        self._synthesis = Synthesis(self._transport)
+        self._calls = EndpointCalls(self._base_url, self._transport, self._synthesis)
 
     @property
     def base_url(self) -> str:
@@ -169,9 +135,9 @@ class TtsAiClient:
 
     async def list_models(self) -> list[Model]:
         """Return the models the service offers."""
-        return await self._json(
+        return await self._calls.json(
             ep.MODELS,
-            lambda doc: [Model.from_dict(item) for item in _list_field(doc, "models")],
+            lambda doc: [Model.from_dict(item) for item in list_field(doc, "models")],
         )
 
     async def list_voices(
@@ -187,14 +153,14 @@ class TtsAiClient:
         arrived, the next page is asked for (at most ``MAX_VOICE_PAGES``).
         """
         values = {"model": model, "language": language, "gender": gender}
-        self._check(ep.VOICES, values)
+        check_fields(ep.VOICES, values)
         query = form_fields(values)
         voices: dict[str, Voice] = {}
         total: int | None = None
         for page in range(ep.MAX_VOICE_PAGES):
             if page:
                 query[ep.VOICES_OFFSET_PARAM] = str(len(voices))
-            batch, total = await self._json(ep.VOICES, _voice_page, query=query)
+            batch, total = await self._calls.json(ep.VOICES, voice_page, query=query)
             new = [voice for voice in batch if voice.id not in voices]
             voices.update((voice.id, voice) for voice in new)
             if total is None or len(voices) >= total or not new:
@@ -220,13 +186,19 @@ class TtsAiClient:
         """
         text = check_text("text", text)
         fields = {"model": model, "voice": voice, "speed": speed, "language": language}
-        self._check(ep.TTS, {**fields, "format": format})
+        check_fields(ep.TTS, {**fields, "format": format})
 
         def one_part(chunk: str, part_format: str) -> ApiRequest:
             body = json_fields({**fields, "text": chunk, "format": part_format})
-            return self._request(ep.TTS, json=body)
+            return self._calls.request(ep.TTS, json=body)
 
-        return await self._synthesize(text, format, one_part)
+        return await self._synthesis.whole(
+            text,
+            format,
+            one_part,
+            max_chars=self.max_text_chars,
+            concurrency=self.plan_limits.concurrent_requests,
+        )
 
     async def tts_stream(
         self,
@@ -248,23 +220,20 @@ class TtsAiClient:
         """
         text = check_text("text", text)
         fields = {"model": model, "voice": voice, "speed": speed, "language": language}
-        self._check(ep.TTS, {**fields, "format": format})
-        chunks = chunk_text(text, self.max_text_chars)
-        if len(chunks) > 1 and format not in STREAM_JOINABLE_FORMATS:
-            raise TextTooLongError(
-                f"text is {len(text)} characters; a {format} stream allows at most "
-                f"{self.max_text_chars} (use mp3 or ogg to stream longer texts)"
-            )
-        for index, chunk in enumerate(chunks):
+        check_fields(ep.TTS, {**fields, "format": format})
+
+        def one_part(chunk: str) -> ApiRequest:
             body = json_fields(
                 {**fields, "text": chunk, "format": format, "stream": True}
             )
-            pieces = self._stream(self._request(ep.TTS, json=body), format)
-            if index and format == "mp3":
-                pieces = _without_id3v2(pieces)
-            async with aclosing(pieces):
-                async for piece in pieces:
-                    yield piece
+            return self._calls.request(ep.TTS, json=body)
+
+        pieces = self._synthesis.stream(
+            text, format, one_part, max_chars=self.max_text_chars
+        )
+        async with aclosing(pieces):
+            async for piece in pieces:
+                yield piece
 
     async def clone_tts(
         self,
@@ -282,14 +251,20 @@ class TtsAiClient:
         """
         text = check_text("text", text)
         fields = {"model": model, "language": language}
-        self._check(ep.CLONE, {**fields, "format": format})
-        upload = self._upload(ep.CLONE, reference_audio, reference_filename)
+        check_fields(ep.CLONE, {**fields, "format": format})
+        upload = upload_for(ep.CLONE, reference_audio, reference_filename)
 
         def one_part(chunk: str, part_format: str) -> ApiRequest:
             values = form_fields({**fields, "text": chunk, "format": part_format})
-            return self._request(ep.CLONE, fields=values, upload=upload)
+            return self._calls.request(ep.CLONE, fields=values, upload=upload)
 
-        return await self._synthesize(text, format, one_part)
+        return await self._synthesis.whole(
+            text,
+            format,
+            one_part,
+            max_chars=self.max_text_chars,
+            concurrency=self.plan_limits.concurrent_requests,
+        )
 
     # --- Speech recognition and transformation -----------------------------------
 
@@ -305,7 +280,7 @@ class TtsAiClient:
         diarize: bool = False,
     ) -> Transcription:
         """Transcribe ``audio``."""
-        upload = self._upload(ep.STT, audio, filename, content_type)
+        upload = upload_for(ep.STT, audio, filename, content_type)
         fields = form_fields(
             {
                 "model": model,
@@ -315,7 +290,7 @@ class TtsAiClient:
                 "diarize": True if diarize else None,
             }
         )
-        return await self._json(
+        return await self._calls.json(
             ep.STT, Transcription.from_dict, fields=fields, upload=upload
         )
 
@@ -330,7 +305,7 @@ class TtsAiClient:
     ) -> AudioResult:
         """Make ``audio`` sound like ``target_voice``."""
         fields = {"target_voice": target_voice, "model": model, "format": format}
-        return await self._audio_tool(ep.VOICE_CONVERT, audio, filename, fields)
+        return await self._calls.audio_tool(ep.VOICE_CONVERT, audio, filename, fields)
 
     async def translate(
         self,
@@ -347,7 +322,7 @@ class TtsAiClient:
             "voice": voice,
             "preserve_voice": preserve_voice,
         }
-        return await self._json_tool(
+        return await self._calls.json_tool(
             ep.TRANSLATE, audio, filename, fields, Translation.from_dict
         )
 
@@ -363,7 +338,9 @@ class TtsAiClient:
     ) -> AudioResult:
         """Change the delivery, emotion or voice of ``audio``."""
         fields = {"voice": voice, "model": model, "emotion": emotion, "speed": speed}
-        return await self._audio_tool(ep.SPEECH_TO_SPEECH, audio, filename, fields)
+        return await self._calls.audio_tool(
+            ep.SPEECH_TO_SPEECH, audio, filename, fields
+        )
 
     # --- Audio tools ------------------------------------------------------------
 
@@ -384,7 +361,7 @@ class TtsAiClient:
             "super_resolution": super_resolution,
             "strength": strength,
         }
-        return await self._audio_tool(ep.ENHANCE, audio, filename, fields)
+        return await self._calls.audio_tool(ep.ENHANCE, audio, filename, fields)
 
     async def dereverb(
         self,
@@ -396,11 +373,11 @@ class TtsAiClient:
     ) -> AudioResult:
         """Remove echo and/or reverb from ``audio``."""
         fields = {"type": type, "intensity": intensity}
-        return await self._audio_tool(ep.DEREVERB, audio, filename, fields)
+        return await self._calls.audio_tool(ep.DEREVERB, audio, filename, fields)
 
     async def analyze(self, audio: bytes, *, filename: str) -> AudioAnalysis:
         """Find the musical key and tempo of ``audio``."""
-        return await self._json_tool(
+        return await self._calls.json_tool(
             ep.ANALYZE, audio, filename, {}, AudioAnalysis.from_dict
         )
 
@@ -421,7 +398,7 @@ class TtsAiClient:
             "sample_rate": sample_rate,
             "channels": channels,
         }
-        return await self._audio_tool(ep.CONVERT, audio, filename, fields)
+        return await self._calls.audio_tool(ep.CONVERT, audio, filename, fields)
 
     async def separate(
         self,
@@ -440,14 +417,16 @@ class TtsAiClient:
             "format": format,
             "webhook_url": webhook_url,
         }
-        return await self._json_tool(ep.SEPARATE, audio, filename, fields, _task_status)
+        return await self._calls.json_tool(
+            ep.SEPARATE, audio, filename, fields, task_status
+        )
 
     async def get_result(self, task_id: str) -> TaskStatus:
         """Return the state (and, when done, the result URLs) of a long task."""
         if not _TASK_ID.fullmatch(task_id or "") or ".." in task_id:
             raise BadRequestError(f"invalid task id {task_id!r}")
-        return await self._json(
-            ep.RESULTS, _task_status, path_params={"task_id": task_id}
+        return await self._calls.json(
+            ep.RESULTS, task_status, path_params={"task_id": task_id}
         )
 
     # --- Voice chat and downloads ---------------------------------------------------
@@ -481,14 +460,14 @@ class TtsAiClient:
             "conversation_id": conversation_id,
         }
         if audio is not None:
-            return await self._json_tool(
+            return await self._calls.json_tool(
                 ep.VOICE_CHAT,
                 audio,
                 filename or "audio.wav",
                 values,
                 VoiceChatReply.from_dict,
             )
-        return await self._json(
+        return await self._calls.json(
             ep.VOICE_CHAT, VoiceChatReply.from_dict, json=json_fields(values)
         )
 
@@ -501,284 +480,9 @@ class TtsAiClient:
         the answer's audio Content-Type, else from ``format`` (what was asked
         for), never from the URL: the cloud does not choose file extensions.
         """
-        target = self._result_url(url)
-        request = dataclasses.replace(self._request(ep.DOWNLOAD), url=target, query={})
-        return self._audio_result(await self._fetch(request), format)
+        return await self._calls.download(url, format)
 
     # --- Internals --------------------------------------------------------------
-
-    def _result_url(self, url: Any) -> URL:
-        """Resolve a result URL the cloud sent; refuse foreign or malformed ones."""
-        if (
-            not isinstance(url, str)
-            or not url
-            or len(url) > _MAX_URL_CHARS
-            or _CONTROL_CHARS.search(url)
-        ):
-            raise self._invalid("the cloud sent a malformed result URL")
-        try:
-            target = self._base_url.join(URL(url))
-            origin = target.origin()
-        except ValueError, TypeError:
-            raise self._invalid("the cloud sent a malformed result URL") from None
-        if origin != self._base_url.origin():
-            error = ForeignUrlError(
-                f"refusing to send the API key to {target.scheme}://{target.host}: "
-                f"result URLs must be on {self._base_url.origin()}"
-            )
-            self._observe_error(error)
-            raise error
-        return target
-
-    def _request(
-        self,
-        endpoint: ep.Endpoint,
-        *,
-        path_params: Mapping[str, str] | None = None,
-        json: Mapping[str, Any] | None = None,
-        fields: Mapping[str, str] | None = None,
-        upload: Upload | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> ApiRequest:
-        """Build the request for ``endpoint`` under the base URL."""
-        path = endpoint.path.format(**(path_params or {}))
-        return ApiRequest(
-            endpoint.method,
-            self._base_url.join(URL(path)),
-            json=json,
-            fields=dict(fields or {}),
-            upload=upload,
-            query=dict(query or {}),
-            response_limit_bytes=endpoint.response_limit_bytes,
-        )
-
-    @staticmethod
-    def _check(endpoint: ep.Endpoint, values: Mapping[str, Any]) -> None:
-        """Check the fields the endpoint table constrains, before sending."""
-        for name, allowed in endpoint.choices.items():
-            check_choice(name, values.get(name), allowed)
-        for name, bounds in endpoint.ranges.items():
-            check_range(name, values.get(name), bounds)
-
-    def _upload(
-        self,
-        endpoint: ep.Endpoint,
-        data: bytes,
-        filename: str,
-        content_type: str | None = None,
-    ) -> Upload:
-        """Describe an upload; raise UploadTooLargeError before sending."""
-        limit = endpoint.upload_limit_bytes
-        if limit is not None and len(data) > limit:
-            raise UploadTooLargeError(
-                f"{filename} is {len(data) / ep.MEGABYTE:.1f} MB; {endpoint.path} "
-                f"accepts at most {limit // ep.MEGABYTE} MB",
-                extra={"limit_bytes": limit, "size_bytes": len(data)},
-            )
-        if not data:
-            raise BadRequestError(f"{filename} is empty")
-        assert endpoint.upload_field is not None
-        return Upload(endpoint.upload_field, data, filename, content_type)
-
-    async def _fetch(self, request: ApiRequest) -> ApiResponse:
-        """Send ``request``: the one way out, every failure a TtsAiError.
-
-        The transport maps network failures and error statuses; anything
-        else that escapes (a bug in the exchange, a value aiohttp refuses)
-        still leaves as a typed error, never as a raw exception.
-        """
-        try:
-            return await self._transport.fetch(request)
-        except TtsAiError:
-            raise
-        except _DECODE_ERRORS as err:
-            raise self._invalid(
-                f"unreadable answer to {request.method} {request.url.path}: "
-                f"{type(err).__name__}"
-            ) from None
-
-    async def _json[T](
-        self,
-        endpoint: ep.Endpoint,
-        parse: Callable[[Mapping[str, Any]], T],
-        **request_args: Any,
-    ) -> T:
-        """Call a JSON endpoint and parse its answer; unreadable ones are typed."""
-        request = self._request(endpoint, **request_args)
-        response = await self._fetch(request)
-        try:
-            document = json.loads(response.body, parse_constant=_no_constant)
-            if not isinstance(document, dict):
-                raise ValueError("not a JSON object")  # noqa: TRY004
-            credits_used = header_float(response.headers, ep.HEADER_CREDITS_USED)
-            if document.get("credits_used") is None and credits_used is not None:
-                # What this answer cost, from its header when the body is silent.
-                document["credits_used"] = credits_used
-            return parse(document)
-        except _DECODE_ERRORS as err:
-            raise self._invalid(
-                f"{request.url.path} answered with JSON the contract does not "
-                f"allow ({type(err).__name__}: {str(err)[:200]})"
-            ) from None
-
-    async def _json_tool[T](
-        self,
-        endpoint: ep.Endpoint,
-        audio: bytes,
-        filename: str,
-        values: Mapping[str, Any],
-        parse: Callable[[Mapping[str, Any]], T],
-    ) -> T:
-        """Upload ``audio`` to an endpoint that answers with JSON."""
-        self._check(endpoint, values)
-        upload = self._upload(endpoint, audio, filename)
-        return await self._json(
-            endpoint, parse, fields=form_fields(values), upload=upload
-        )
-
-    async def _audio_tool(
-        self,
-        endpoint: ep.Endpoint,
-        audio: bytes,
-        filename: str,
-        values: Mapping[str, Any],
-    ) -> AudioResult:
-        """Upload ``audio`` to an endpoint that answers with audio bytes."""
-        self._check(endpoint, values)
-        upload = self._upload(endpoint, audio, filename)
-        request = self._request(endpoint, fields=form_fields(values), upload=upload)
-        expected = values.get("format") or endpoint.default_format
-        return self._audio_result(await self._fetch(request), expected)
-
-    async def _synthesize(
-        self,
-        text: str,
-        fmt: str,
-        one_part: Callable[[str, str], ApiRequest],
-    ) -> AudioResult:
-        """Synthesise ``text`` in as many requests as the text limit needs."""
-        chunks = chunk_text(text, self.max_text_chars)
-        if len(chunks) == 1:
-            response = await self._fetch(one_part(chunks[0], fmt))
-            return self._audio_result(response, fmt)
-        part_format = fmt if fmt in JOINABLE_FORMATS else "wav"
-        _LOGGER.debug("Synthesising %d characters in %d parts", len(text), len(chunks))
-        # Parts run concurrently, no more at once than the plan allows: a
-        # part queued here has not started, so its deadline has not either.
-        # A failing part cancels the others.
-        running = asyncio.Semaphore(self.plan_limits.concurrent_requests)
-
-        async def part(chunk: str) -> AudioResult:
-            async with running:
-                response = await self._fetch(one_part(chunk, part_format))
-            return self._audio_result(response, part_format)
-
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(part(chunk)) for chunk in chunks]
-        return await self._join([task.result() for task in tasks])
-
-    async def _join(self, parts: list[AudioResult]) -> AudioResult:
-        """Join synthesised parts into one result (off the event loop)."""
-        formats = {part.format for part in parts}
-        if len(formats) != 1:
-            raise self._invalid(f"parts came back in different formats: {formats}")
-        fmt = formats.pop()
-        try:
-            # Hundreds of megabytes may be copied: never in the event loop.
-            data = await asyncio.get_running_loop().run_in_executor(
-                None, join_audio, [part.data for part in parts], fmt
-            )
-        except ValueError as err:
-            raise self._invalid(f"cannot join the synthesised parts: {err}") from None
-        used = [part.credits_used for part in parts if part.credits_used is not None]
-        return AudioResult(
-            data=data,
-            format=fmt,
-            content_type=parts[0].content_type,
-            credits_used=sum(used) if used else None,
-        )
-
-    def _audio_result(
-        self, response: ApiResponse, expected_format: str | None
-    ) -> AudioResult:
-        """Turn an audio response into an AudioResult.
-
-        The format is an allowlisted audio type: the answer's Content-Type,
-        or (for a bare ``application/octet-stream``) what was asked for.
-        """
-        content_type = response.content_type
-        fmt = ep.FORMAT_BY_CONTENT_TYPE.get(content_type)
-        if (
-            fmt is None
-            and content_type in ("", ep.OCTET_STREAM)
-            and expected_format in ep.CONTENT_TYPES
-        ):
-            fmt = expected_format
-        if fmt is None or not response.body:
-            raise self._invalid(
-                f"expected audio but got {content_type[:100] or 'no content type'} "
-                f"({len(response.body)} bytes)"
-            )
-        self._check_magic(fmt, response.body)
-        return AudioResult(
-            data=response.body,
-            format=fmt,
-            content_type=ep.CONTENT_TYPES[fmt],
-            credits_used=header_float(response.headers, ep.HEADER_CREDITS_USED),
-        )
-
-    async def _stream(self, request: ApiRequest, fmt: str) -> AsyncGenerator[bytes]:
-        """Yield the body of ``request``'s response as it arrives.
-
-        Nothing is yielded until the answer shows it is ``fmt`` audio (its
-        Content-Type and first bytes): once a chunk is out it is played, so
-        an answer that is not audio must fail before, while the device can
-        still take the whole sentence.
-        """
-        async with self._transport.open(request) as response:
-            content_type = ApiResponse(
-                response.status, response.headers, b""
-            ).content_type
-            declared = ep.FORMAT_BY_CONTENT_TYPE.get(content_type)
-            if declared is None and content_type not in ("", ep.OCTET_STREAM):
-                raise self._invalid(
-                    f"expected a {fmt} stream but got {content_type[:100]}"
-                )
-            kind = declared or fmt
-            head = b""
-            checked = False
-            # The first byte has its own deadline: headers may come at once
-            # while synthesis has not produced any audio yet.
-            async for chunk in self._transport.body(
-                response, request, first_byte_timeout=self._first_byte_deadline
-            ):
-                if checked:
-                    yield chunk
-                    continue
-                head += chunk
-                if len(head) >= _MAGIC_BYTES:
-                    self._check_magic(kind, head)
-                    checked = True
-                    yield head
-            if head and not checked:
-                self._check_magic(kind, head)
-                yield head
-
-    @property
-    def _first_byte_deadline(self) -> float:
-        """Seconds allowed for a stream's first audio bytes."""
-        return self._transport.first_byte_timeout
-
-    def _check_magic(self, fmt: str, head: bytes) -> None:
-        """Raise InvalidResponseError unless ``head`` can begin ``fmt`` audio."""
-        if not _looks_like(fmt, head[:_MAGIC_BYTES]):
-            raise self._invalid(f"the answer is labelled {fmt} but is not {fmt} audio")
-
-    def _invalid(self, message: str) -> InvalidResponseError:
-        """Build (and record) an InvalidResponseError."""
-        error = InvalidResponseError(message)
-        self._observe_error(error)
-        return error
 
     def _observe_headers(self, status: int, headers: Mapping[str, str]) -> None:
         """Update success, rate limit, credits and plan from a response."""
@@ -812,75 +516,3 @@ class TtsAiClient:
                 callback()
             except Exception:
                 _LOGGER.exception("Error in a TTS.ai client listener")
-
-
-def _list_field(document: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
-    """Return the list of objects under ``name`` (tolerating its absence)."""
-    items = document.get(name)
-    if not isinstance(items, list):
-        return []
-    return [item for item in items if isinstance(item, Mapping) and "id" in item]
-
-
-def _voice_page(document: Mapping[str, Any]) -> tuple[list[Voice], int | None]:
-    """Parse one page of ``GET voices/``: its voices and the catalogue's total."""
-    voices = [Voice.from_dict(item) for item in _list_field(document, "voices")]
-    total = document.get("total")
-    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-        total = None
-    return voices, total
-
-
-def _task_status(document: Mapping[str, Any]) -> TaskStatus:
-    """Parse a task status; no task id or more stems than exist is unreadable."""
-    if not isinstance(document.get("task_id"), str | int):
-        raise ValueError("the task response has no task_id")  # noqa: TRY004
-    status = TaskStatus.from_dict(document)
-    if len(status.urls) > ep.MAX_STEMS:
-        raise ValueError(
-            f"the task lists {len(status.urls)} results; a separation has at "
-            f"most {ep.MAX_STEMS} stems"
-        )
-    return status
-
-
-def _looks_like(fmt: str, head: bytes) -> bool:
-    """Whether ``head`` (the first bytes) can begin a ``fmt`` file."""
-    magic = _AUDIO_MAGIC.get(fmt)
-    if magic is None:
-        return True
-    if fmt == "mp3" and len(head) >= 2 and head[0] == 0xFF:
-        # A frame sync: eleven set bits.
-        return head[1] & 0xE0 == 0xE0
-    return head.startswith(magic)
-
-
-def _no_constant(name: str) -> Any:
-    """Refuse ``NaN`` and ``Infinity`` in JSON: the contract has no such numbers."""
-    raise ValueError(f"{name} is not a JSON number")
-
-
-async def _without_id3v2(pieces: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
-    """Pass an MP3 stream through, minus a leading ID3v2 tag.
-
-    Used for the second and later parts of a multi-part stream: a tag in the
-    middle of a stream is junk to a decoder.
-    """
-    head = b""
-    to_skip: int | None = None
-    async with aclosing(pieces):
-        async for piece in pieces:
-            data = piece
-            if to_skip is None:
-                head += data
-                to_skip = id3v2_size(head)
-                if to_skip is None:
-                    continue  # fewer than 10 bytes so far
-                data, head = head, b""
-            if to_skip:
-                dropped = min(to_skip, len(data))
-                data, to_skip = data[dropped:], to_skip - dropped
-            if data:
-                yield data
-        if to_skip is None and head:
-            yield head

@@ -18,6 +18,7 @@ from .endpoints import (
     HEADER_RATE_LIMIT,
     HEADER_RATE_REMAINING,
     HEADER_RATE_RESET,
+    MAX_STEMS,
 )
 from .headers import header_float, header_int, parse_reset
 
@@ -350,6 +351,41 @@ class WebhookEvent:
             created_at=_optional_datetime(data.get("created_at")),
             completed_at=_optional_datetime(data.get("completed_at")),
         )
+
+
+# --- Whole answers ------------------------------------------------------------
+# A ValueError (or any error of a malformed document) makes the client refuse
+# the answer as unreadable.
+
+
+def list_field(document: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+    """Return the list of objects under ``name`` (tolerating its absence)."""
+    items = document.get(name)
+    if not isinstance(items, list):
+        return []
+    return [item for item in items if isinstance(item, Mapping) and "id" in item]
+
+
+def voice_page(document: Mapping[str, Any]) -> tuple[list[Voice], int | None]:
+    """Parse one page of ``GET voices/``: its voices and the catalogue's total."""
+    voices = [Voice.from_dict(item) for item in list_field(document, "voices")]
+    total = document.get("total")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        total = None
+    return voices, total
+
+
+def task_status(document: Mapping[str, Any]) -> TaskStatus:
+    """Parse a task status; no task id or more stems than exist is unreadable."""
+    if not isinstance(document.get("task_id"), str | int):
+        raise ValueError("the task response has no task_id")  # noqa: TRY004
+    status = TaskStatus.from_dict(document)
+    if len(status.urls) > MAX_STEMS:
+        raise ValueError(
+            f"the task lists {len(status.urls)} results; a separation has at "
+            f"most {MAX_STEMS} stems"
+        )
+    return status
 
 
 def _collect_urls(data: Mapping[str, Any]) -> dict[str, str]:

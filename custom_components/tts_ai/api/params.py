@@ -1,7 +1,8 @@
-"""Client-side checks and encoding of request parameters.
+"""Client-side checks and encoding of request parameters and uploads.
 
-Values the reference documents are checked before sending, so a mistake
-costs no request (and no credits) and the message names the field.
+Values the reference documents (the endpoint table) are checked before
+sending, so a mistake costs no request (and no credits) and the message
+names the field.
 """
 
 from __future__ import annotations
@@ -9,7 +10,37 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .errors import BadRequestError
+from . import endpoints as ep
+from .errors import BadRequestError, UploadTooLargeError
+from .transport import Upload
+
+
+def check_fields(endpoint: ep.Endpoint, values: Mapping[str, Any]) -> None:
+    """Check the fields the endpoint table constrains, before sending."""
+    for name, allowed in endpoint.choices.items():
+        check_choice(name, values.get(name), allowed)
+    for name, bounds in endpoint.ranges.items():
+        check_range(name, values.get(name), bounds)
+
+
+def upload_for(
+    endpoint: ep.Endpoint,
+    data: bytes,
+    filename: str,
+    content_type: str | None = None,
+) -> Upload:
+    """Describe an upload; raise UploadTooLargeError before sending."""
+    limit = endpoint.upload_limit_bytes
+    if limit is not None and len(data) > limit:
+        raise UploadTooLargeError(
+            f"{filename} is {len(data) / ep.MEGABYTE:.1f} MB; {endpoint.path} "
+            f"accepts at most {limit // ep.MEGABYTE} MB",
+            extra={"limit_bytes": limit, "size_bytes": len(data)},
+        )
+    if not data:
+        raise BadRequestError(f"{filename} is empty")
+    assert endpoint.upload_field is not None
+    return Upload(endpoint.upload_field, data, filename, content_type)
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:

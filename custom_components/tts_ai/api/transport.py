@@ -23,6 +23,7 @@ from .endpoints import (
     MIN_TRANSFER_BYTES_PER_SECOND,
 )
 from .errors import (
+    InvalidResponseError,
     ModelLoadingError,
     ResponseTooLargeError,
     TtsAiConnectionError,
@@ -39,6 +40,15 @@ _REDACTED = "**REDACTED**"
 _ERROR_BODY_LIMIT_BYTES = 64 * 1024
 # Bodies bigger than this are joined in the executor, not in the event loop.
 _JOIN_IN_LOOP_BYTES = 4 * MEGABYTE
+# What a malformed answer raises while it is decoded: all mean "unreadable".
+DECODE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +111,13 @@ class ApiResponse:
     @property
     def content_type(self) -> str:
         """The media type, without parameters, lower case."""
-        raw = self.headers.get("Content-Type", "")
-        return raw.split(";", 1)[0].strip().lower()
+        return media_type(self.headers)
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    """Return the Content-Type's media type, without parameters, lower case."""
+    raw = headers.get("Content-Type", "")
+    return raw.split(";", 1)[0].strip().lower()
 
 
 class Transport:
@@ -156,8 +171,34 @@ class Transport:
         """Remove the API key from ``text`` (it must never reach a log)."""
         return text.replace(self._api_key, _REDACTED) if self._api_key else text
 
+    def refuse[E: TtsAiError](self, error: E) -> E:
+        """Report ``error``, about an answer this client refuses; return it."""
+        self._on_error(error)
+        return error
+
+    def invalid(self, message: str) -> InvalidResponseError:
+        """Build (and report) the error for an answer that cannot be accepted."""
+        return self.refuse(InvalidResponseError(message))
+
     async def fetch(self, request: ApiRequest) -> ApiResponse:
-        """Send ``request`` and read the whole successful response."""
+        """Send ``request`` and read the whole successful response.
+
+        Every failure leaves as a TtsAiError: anything else that escapes the
+        exchange (a bug, a value aiohttp refuses) is an unreadable answer,
+        never a raw exception.
+        """
+        try:
+            return await self._read(request)
+        except TtsAiError:
+            raise
+        except DECODE_ERRORS as err:
+            raise self.invalid(
+                f"unreadable answer to {request.method} {request.url.path}: "
+                f"{type(err).__name__}"
+            ) from None
+
+    async def _read(self, request: ApiRequest) -> ApiResponse:
+        """Send ``request`` and read the whole successful response's body."""
         async with self.open(request) as response:
             chunks: list[bytes] = []
             size = 0
