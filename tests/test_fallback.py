@@ -21,7 +21,6 @@ from pytest_homeassistant_custom_component.common import (
     mock_restore_cache_with_extra_data,
 )
 
-from custom_components.tts_ai.local import WhisperEngine
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
 from tests.harness.model_server import FileFault, ModelServer
@@ -469,32 +468,33 @@ async def test_local_stt_decodes_while_the_user_speaks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Assist audio arriving in real time: what was said before a pause is
-    decoded while the user still speaks, and the result is the whole command."""
-    await setup_local_only_entry(hass, model_server, shared_config_dir)
+    decoded while the user still speaks (the session's partial text shows it),
+    and the result is the whole command."""
+    entry = await setup_local_only_entry(hass, model_server, shared_config_dir)
     first = await decode_pcm(await synthesize_wav("Turn on the kitchen lights."))
     second = await decode_pcm(await synthesize_wav("Then lock the front door."))
     pause = bytes(2 * 16000 * 6 // 10)
     heard_while_speaking: list[str] = []
-    ended = False
-    real_run_window = WhisperEngine._run_window
+    local = entry.runtime_data.local
+    sessions: list[Any] = []
+    real_start = local.start_transcription
 
-    def recording_run_window(engine: WhisperEngine, *args: Any) -> str:
-        text = real_run_window(engine, *args)
-        if not ended:
-            heard_while_speaking.append(text)
-        return text
+    def recording_start(language: str) -> Any:
+        session = real_start(language)
+        sessions.append(session)
+        return session
 
-    monkeypatch.setattr(WhisperEngine, "_run_window", recording_run_window)
+    monkeypatch.setattr(local, "start_transcription", recording_start)
 
     async def microphone() -> AsyncIterator[bytes]:
-        nonlocal ended
         audio = first + pause + second
         loop = asyncio.get_running_loop()
         start = loop.time()
         for index, offset in enumerate(range(0, len(audio), 640), start=1):
             await asyncio.sleep(max(start + index * 0.02 - loop.time(), 0))
+            if sessions and sessions[0].text_so_far:
+                heard_while_speaking.append(sessions[0].text_so_far)
             yield audio[offset : offset + 640]
-        ended = True
 
     entity = stt.async_get_speech_to_text_entity(
         hass, "stt.tts_ai_on_device_speech_to_text"

@@ -14,6 +14,14 @@ from __future__ import annotations
 import importlib.util
 
 from .device import DeviceProfile, detect_device_profile
+from .engine_host import (
+    EngineCrashedError,
+    EngineError,
+    EngineHost,
+    HostedPiper,
+    HostedWhisper,
+    HostedWhisperStream,
+)
 from .pcm import PcmChunk
 from .piper_engine import LocalVoice, PiperEngine
 from .whisper_engine import Transcript, WhisperEngine, WhisperStream
@@ -54,6 +62,12 @@ __all__ = [
     "PIPER_REQUIREMENTS",
     "WHISPER_REQUIREMENTS",
     "DeviceProfile",
+    "EngineCrashedError",
+    "EngineError",
+    "EngineHost",
+    "HostedPiper",
+    "HostedWhisper",
+    "HostedWhisperStream",
     "LocalVoice",
     "PcmChunk",
     "PiperEngine",
