@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from http import HTTPStatus
+import os
 from pathlib import Path
+import signal
 import time
 from typing import Any
 from unittest.mock import patch
@@ -528,6 +530,39 @@ async def test_local_stt_decodes_while_the_user_speaks(
         ]
     )
     assert any("kitchen lights" in text.lower() for text in heard_while_speaking)
+
+
+async def test_engine_process_killed_mid_announcement_then_the_next_is_spoken(
+    hass: HomeAssistant,
+    hass_client,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+) -> None:
+    """The engines' process dies mid-announcement (OOM killer, a crash): that
+    announcement ends with the translated device error, not a stack trace or
+    a hang, and the next one is spoken by a fresh process."""
+    assert await async_setup_component(hass, "media_source", {})
+    entry = await setup_local_only_entry(hass, model_server, shared_config_dir)
+    local = entry.runtime_data.local
+    story = " ".join(f"This is sentence number {n} of the story." for n in range(40))
+
+    speech = local.speak(story, "en", 1.0)
+    assert await anext(speech)  # the first MP3 bytes are out
+    pid = local.engines.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(HomeAssistantError) as caught:
+        async with asyncio.timeout(60):
+            async for _data in speech:
+                pass
+
+    assert caught.value.translation_key == "local_not_ready"
+    assert "SIGKILL" in caught.value.translation_placeholders["reason"]
+    audio = await speak_with(
+        hass, hass_client, "tts.tts_ai_on_device_text_to_speech", ANNOUNCEMENT
+    )
+    assert "garage door is open" in await heard(audio)
+    assert local.engines.pid not in (None, pid)
 
 
 async def speak_with(

@@ -40,6 +40,8 @@ from .host_protocol import (
     AUDIO_PIECE_BYTES,
     MAX_MESSAGE_CHARS,
     MAX_PAYLOAD_BYTES,
+    EngineCrashedError,
+    EngineError,
     ProtocolError,
     encode_frame,
     field,
@@ -91,14 +93,6 @@ STDERR_MAX_LINES = 100
 _STDERR_READ_BYTES = 4096
 
 
-class EngineError(RuntimeError):
-    """An on-device engine could not do what was asked."""
-
-
-class EngineCrashedError(EngineError):
-    """The engine process ended (crashed, killed) while serving a request."""
-
-
 class EngineHost:
     """The child process the engines run in: started on use, ended when idle.
 
@@ -112,13 +106,17 @@ class EngineHost:
         *,
         idle_exit_after: float | None = 600.0,
         max_loaded_voices: int = 2,
+        child_module: str | None = None,
     ) -> None:
         """Prepare the host; the child starts with the first request.
 
         ``profile`` defaults to what the child detects;
         ``idle_exit_after=None`` keeps the child until :meth:`close`.
+        ``child_module`` names another module to run in the child (its
+        ``main(config)``): tests put a misbehaving child there.
         """
         self._profile = profile
+        self.child_module = child_module or f"{__package__}.engine_child"
         self._max_loaded_voices = max_loaded_voices
         self._idle = IdleReleaser(idle_exit_after, self.stop)
         self._child: _Child | None = None
@@ -163,6 +161,9 @@ class EngineHost:
             except asyncio.CancelledError:
                 call.abandon()
                 raise
+            if reply["op"] != "end":
+                call.abandon()
+                raise ProtocolError(f"a {reply['op']} frame instead of the reply")
             return reply
 
     async def request_if_running(self, header: dict[str, Any]) -> None:
@@ -174,6 +175,7 @@ class EngineHost:
         """End the child: close its stdin, then terminate or kill if need be."""
         async with self._lock:
             child, self._child = self._child, None
+            self._child_gone(None)
             if child is not None:
                 await child.stop()
 
@@ -189,7 +191,7 @@ class EngineHost:
             "log_level": logging.getLogger(__package__).getEffectiveLevel(),
         }
 
-    def _child_gone(self, child: _Child) -> None:
+    def _child_gone(self, child: _Child | None) -> None:
         """Forget what the ended child had loaded."""
         if self._child is child:
             self._child = None
@@ -220,7 +222,7 @@ def _launch_spec(host: EngineHost) -> str:
         {
             "path": [entry for entry in sys.path if isinstance(entry, str)],
             "packages": packages[::-1],
-            "main": f"{local_package}.engine_child",
+            "main": host.child_module,
             "config": host._child_config(),
         }
     )
@@ -554,10 +556,6 @@ class HostedPiper:
                         audio=audio, sample_rate=rate, text=field(header, "text", str)
                     )
                     call.send({"op": "more"})
-            except ProtocolError as err:
-                raise EngineError(
-                    f"the engine process sent a bad frame: {err}"
-                ) from err
             finally:
                 # The listener stopped early (the cloud won a hedge).
                 await call.cancel()
@@ -773,17 +771,12 @@ def _positive(value: int) -> int:
 
 def _transcript(reply: dict[str, Any]) -> Transcript:
     """Return the transcript in the child's ``end`` frame."""
-    try:
-        language = reply.get("language")
-        if language is not None and not isinstance(language, str):
-            raise ProtocolError("language is not a string")
-        duration = reply.get("duration")
-        if not isinstance(duration, (int, float)) or isinstance(duration, bool):
-            raise ProtocolError("duration is not a number")
-        return Transcript(
-            text=field(reply, "text", str),
-            language=language,
-            duration=float(duration),
-        )
-    except ProtocolError as err:
-        raise EngineError(f"the engine process sent a bad frame: {err}") from err
+    language = reply.get("language")
+    if language is not None and not isinstance(language, str):
+        raise ProtocolError("language is not a string")
+    duration = reply.get("duration")
+    if not isinstance(duration, (int, float)) or isinstance(duration, bool):
+        raise ProtocolError("duration is not a number")
+    return Transcript(
+        text=field(reply, "text", str), language=language, duration=float(duration)
+    )

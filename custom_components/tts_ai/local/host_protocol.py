@@ -47,7 +47,15 @@ AUDIO_PIECE_BYTES = 1024 * 1024
 MAX_MESSAGE_CHARS = 500
 
 
-class ProtocolError(Exception):
+class EngineError(RuntimeError):
+    """An on-device engine could not do what was asked."""
+
+
+class EngineCrashedError(EngineError):
+    """The engine process ended (crashed, killed) while serving a request."""
+
+
+class ProtocolError(EngineError):
     """The peer sent something that is not a valid frame."""
 
 
