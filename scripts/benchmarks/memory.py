@@ -133,14 +133,13 @@ async def loaded_memory_figures(config: BenchConfig) -> list[Figure]:
         anchor_label="parent before loading",
         goal=350.0,
         goal_on="value",
-        notes=(
-            f"{common_notes}; in-process (as before) the same read "
-            f"{in_process['loaded']:.0f} MB"
-        ),
+        notes=common_notes,
         extras={
             "parent_loaded_mb": round(parent_loaded, 1),
             "engine_process_loaded_mb": round(child_loaded, 1),
             "engine_modules_in_parent": engine_modules,
+            # Measured after the engine process, in this same process: not a
+            # fresh process's figure (that reads ~306 MB here).
             "in_process_loaded_mb": round(in_process["loaded"], 1),
             "in_process_pre_load_mb": round(in_process["pre_load"], 1),
         },

@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 from pathlib import Path
 import signal
 import sys
@@ -209,6 +210,18 @@ class EngineHost:
         self.models = set(models)
 
 
+def _child_environment() -> dict[str, str]:
+    """Home Assistant's environment, with fewer glibc malloc arenas.
+
+    glibc gives each thread that allocates its own arena (up to 8 per core),
+    and the engines' threads leave memory in each. Measured with Piper medium
+    and Whisper tiny loaded and used once, 3 runs each on the 2-core x86_64
+    development machine: 302-309 MB resident with the default, 289 MB with
+    two arenas. A value set by the user is kept.
+    """
+    return {"MALLOC_ARENA_MAX": "2", **os.environ}
+
+
 def _launch_spec(host: EngineHost) -> str:
     """Return the bootstrap's argument: where the engine modules are, what to run."""
     local_package = __package__ or "custom_components.tts_ai.local"
@@ -248,6 +261,7 @@ class _Child:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env=_child_environment(),
         )  # fmt: skip
         child = cls(host, proc)
         loop = asyncio.get_running_loop()
@@ -317,6 +331,8 @@ class _Child:
     def _ended(self, error: EngineError) -> None:
         """Fail every open request and tell the host."""
         self.alive = False
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         calls, self._calls = self._calls, {}
         for call in calls.values():
             call.fail(error)
