@@ -6,7 +6,9 @@ Assistant, and the heavy packages (``piper``, ``onnxruntime``,
 functions that need them: on Home Assistant OS there are no onnxruntime
 wheels for every board, and the integration must still load there. HA
 installs the requirements below at run time when the user turns the local
-engines on; :func:`missing_packages` says whether that is still needed.
+engines on; :func:`missing_packages` says whether that is still needed. The
+integration runs the engines in a child process (:mod:`.engine_host`), so
+Home Assistant's own process never imports those packages at all.
 """
 
 from __future__ import annotations
