@@ -111,6 +111,10 @@ STREAMED_PCM_MAX_BYTES = int(SHORT_WINDOW_MAX_SECONDS * 16000) * 2
 class TranscriptionSession(Protocol):
     """One utterance transcribed on the device while its audio arrives."""
 
+    @property
+    def text_so_far(self) -> str:
+        """The words decoded so far (they grow at the user's pauses)."""
+
     def feed(self, pcm: bytes) -> None:
         """Add 16 kHz 16-bit mono PCM as it arrives; never blocks."""
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable
+from contextlib import aclosing
 from functools import partial
 import logging
-from typing import TYPE_CHECKING, override
+from typing import TYPE_CHECKING, Any, override
 
+from homeassistant.components import stt
 from homeassistant.components.stt import (
     AudioBitRates,
     AudioChannels,
@@ -44,6 +46,11 @@ PARALLEL_UPDATES = 0
 _WAV_HEADER_BYTES = 44
 assert STT.upload_limit_bytes is not None
 MAX_PCM_BYTES = STT.upload_limit_bytes - _WAV_HEADER_BYTES
+
+# Home Assistant 2026.11 takes the words heard so far while the user speaks
+# (stt.PartialSpeechResult); 2026.10 has no such type and asks for the final
+# result only.
+PARTIAL_SPEECH_RESULT: Any = getattr(stt, "PartialSpeechResult", None)
 
 SUPPORTED_LANGUAGES = sorted(
     {*STT_LANGUAGES}
@@ -109,10 +116,42 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
         self, metadata: SpeechMetadata, stream: AsyncIterable[bytes]
     ) -> SpeechResult:
         """Return the words in Assist's audio, from the cloud or the device."""
+        async with aclosing(self._results(metadata, stream)) as results:
+            async for result in results:
+                if isinstance(result, SpeechResult):
+                    return result
+        raise AssertionError("_results ends with a SpeechResult")  # pragma: no cover
+
+    # No @override: Home Assistant 2026.10 has no such method to override, and
+    # 2026.11 calls this one instead of async_process_audio_stream.
+    async def async_process_audio_stream_with_progress(
+        self, metadata: SpeechMetadata, stream: AsyncIterable[bytes]
+    ) -> AsyncGenerator[Any]:
+        """Yield the words heard so far as they grow, then the final result.
+
+        Only the device decodes while the user speaks (the cloud takes the
+        audio whole), so a cloud transcription yields the final result alone.
+        """
+        async with aclosing(self._results(metadata, stream)) as results:
+            async for result in results:
+                if isinstance(result, SpeechResult):
+                    yield result
+                elif PARTIAL_SPEECH_RESULT is not None:
+                    _LOGGER.debug("Partial result: %.200s", result)
+                    yield PARTIAL_SPEECH_RESULT(text=result)
+
+    async def _results(
+        self, metadata: SpeechMetadata, stream: AsyncIterable[bytes]
+    ) -> AsyncGenerator[str | SpeechResult]:
+        """Yield the text heard so far whenever it grows, then the SpeechResult."""
         language = base_language(metadata.language)
         session = self._local_session(metadata.language)
         try:
-            return await self._transcribe(metadata, stream, language, session)
+            async with aclosing(
+                self._transcribe(metadata, stream, language, session)
+            ) as results:
+                async for result in results:
+                    yield result
         finally:
             if session is not None:
                 await session.aclose()
@@ -134,9 +173,10 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
         stream: AsyncIterable[bytes],
         language: str,
         session: TranscriptionSession | None,
-    ) -> SpeechResult:
+    ) -> AsyncGenerator[str | SpeechResult]:
         chunks: list[bytes] = []
         size = 0
+        heard = ""
         async for chunk in stream:
             size += len(chunk)
             if size > MAX_PCM_BYTES:
@@ -145,7 +185,8 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
                     "Speech to transcribe is over %d MB; not transcribing it",
                     MAX_PCM_BYTES // MEGABYTE,
                 )
-                return SpeechResult(None, SpeechResultState.ERROR)
+                yield SpeechResult(None, SpeechResultState.ERROR)
+                return
             chunks.append(chunk)
             if session is not None:
                 if size > STREAMED_PCM_MAX_BYTES:
@@ -154,9 +195,14 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
                     session = None
                 else:
                     session.feed(chunk)
+                    if (text := session.text_so_far) != heard:
+                        # A piece that a pause ended was decoded meanwhile.
+                        heard = text
+                        yield heard
         if not size:
             _LOGGER.warning("No audio received to transcribe")
-            return SpeechResult(None, SpeechResultState.ERROR)
+            yield SpeechResult(None, SpeechResultState.ERROR)
+            return
         # Up to 100 MB are copied here: never in the event loop.
         pcm = await self.hass.async_add_executor_job(b"".join, chunks)
         del chunks
@@ -190,5 +236,6 @@ class TtsAiSTTEntity(TtsAiEntity, SpeechToTextEntity):
             # The pipeline reports an STT error itself; raising would abort it
             # with a stack trace instead of a spoken "I didn't understand".
             _LOGGER.error("TTS.ai could not transcribe speech: %s", err)
-            return SpeechResult(None, SpeechResultState.ERROR)
-        return SpeechResult(text.strip(), SpeechResultState.SUCCESS)
+            yield SpeechResult(None, SpeechResultState.ERROR)
+            return
+        yield SpeechResult(text.strip(), SpeechResultState.SUCCESS)

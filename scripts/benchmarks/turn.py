@@ -115,7 +115,7 @@ class Instance:
 # --- audio ------------------------------------------------------------------------
 
 
-def _speak_16k(voice: Any, text: str, length_scale: float) -> bytes:
+def speak_16k(voice: Any, text: str, length_scale: float) -> bytes:
     """Piper's speech for ``text`` at 16 kHz (ffmpeg resamples), int16 PCM."""
     from piper import SynthesisConfig  # noqa: PLC0415 - heavy
 
@@ -158,13 +158,13 @@ def command_audio() -> dict[int, bytes]:
     low, high = LENGTH_SCALE_RANGE
     for seconds, text in COMMANDS.items():
         scale = 1.0
-        pcm = _speak_16k(voice, text, scale)
+        pcm = speak_16k(voice, text, scale)
         for _ in range(3):
             spoken = len(pcm) / 2 / SAMPLE_RATE
             if abs(spoken - seconds) <= 0.1 * seconds:
                 break
             scale = min(max(scale * seconds / spoken, low), high)
-            pcm = _speak_16k(voice, text, scale)
+            pcm = speak_16k(voice, text, scale)
         audio[seconds] = pcm
     return audio
 
@@ -172,8 +172,11 @@ def command_audio() -> dict[int, bytes]:
 # --- Home Assistant set-up (blocking: run in a thread) ------------------------
 
 
-def _config_dir(root: Path) -> Path:
-    """The develop configuration on a free port, with an empty frontend checkout."""
+def make_config_dir(root: Path, logs: dict[str, str] | None = None) -> Path:
+    """The develop configuration on a free port, with an empty frontend checkout.
+
+    ``logs``: loggers to set to other levels than warning.
+    """
     configuration = realhass.load_configuration(realhass.DEFAULT_CONFIG_DIR)
     configuration["homeassistant"] = {
         **configuration["homeassistant"],
@@ -183,7 +186,7 @@ def _config_dir(root: Path) -> Path:
     for served in ("static", "frontend_latest", "frontend_es5"):
         (frontend / "hass_frontend" / served).mkdir(parents=True)
     configuration["frontend"] = {"development_repo": str(frontend)}
-    configuration["logger"] = {"default": "warning"}
+    configuration["logger"] = {"default": "warning", "logs": logs or {}}
     directory = root / "config"
     realhass.write_configuration(directory, configuration)
     return directory
@@ -198,7 +201,7 @@ def _flow(dev: realhass.DevInstance, path: str, body: dict[str, Any]) -> Any:
     return answer.body
 
 
-def _add_device_entry(dev: realhass.DevInstance, models_url: str) -> str:
+def add_device_entry(dev: realhass.DevInstance, models_url: str) -> str:
     """A device-only TTS.ai entry with the joe voice and Whisper tiny.en."""
     flow = _flow(
         dev,
@@ -242,7 +245,7 @@ def _add_wyoming_entry(dev: realhass.DevInstance, port: int) -> str:
     return str(created["result"]["entry_id"])
 
 
-def _entities(dev: realhass.DevInstance, entry_id: str, domain: str) -> str:
+def entry_entity(dev: realhass.DevInstance, entry_id: str, domain: str) -> str:
     """The entity of an entry on a platform, once it is registered."""
     deadline = time.monotonic() + 60
     while True:
@@ -272,7 +275,7 @@ def _template(dev: realhass.DevInstance, template: str) -> Any:
     return json.loads(answer.body) if answer.status == 200 else None
 
 
-def _wait_models_ready(dev: realhass.DevInstance, entries: int) -> None:
+def wait_models_ready(dev: realhass.DevInstance, entries: int) -> None:
     """Wait until ``entries`` TTS.ai entries have their on-device models ready."""
     template = (
         "{{ integration_entities('tts_ai') | select('search', 'local_models')"
@@ -299,7 +302,7 @@ def _language(dev: realhass.DevInstance, kind: str, entity: str) -> str:
     return LANGUAGE
 
 
-def _pipeline(
+def create_pipeline(
     dev: realhass.DevInstance, name: str, stt: str, tts: str, voice: str | None
 ) -> str:
     created = realhass.websocket_command(
@@ -348,10 +351,12 @@ def _player(dev: realhass.DevInstance) -> str:
 
 
 @contextlib.contextmanager
-def running_home_assistant(output: IO[str]) -> Iterator[realhass.DevInstance]:
+def running_home_assistant(
+    output: IO[str], logs: dict[str, str] | None = None
+) -> Iterator[realhass.DevInstance]:
     """A throw-away ``hass`` with the develop config and a TTS.ai cloud entry."""
     with tempfile.TemporaryDirectory(prefix="bench-turn-") as scratch:
-        config_dir = _config_dir(Path(scratch))
+        config_dir = make_config_dir(Path(scratch), logs)
         with realhass.running_instance(
             config_dir, standin_port=realhass.free_port(), output=output
         ) as dev:
@@ -579,10 +584,10 @@ async def _measure(
     standin_port = int(dev.standin_url.removesuffix("/v1/").rsplit(":", 1)[1])
     models_url = f"http://{realhass.LOOPBACK}:{standin_port + 1}"
     # One entry after the other: both fetch the same models into one folder.
-    await run_blocking(_wait_models_ready, dev, 1)
-    device_entry = await run_blocking(_add_device_entry, dev, models_url)
+    await run_blocking(wait_models_ready, dev, 1)
+    device_entry = await run_blocking(add_device_entry, dev, models_url)
     cloud_entry = str(dev.entry["entry_id"])
-    await run_blocking(_wait_models_ready, dev, 2)
+    await run_blocking(wait_models_ready, dev, 2)
     async with (
         WyomingWhisperServer(whisper_dir(), threads=threads) as whisper_server,
         WyomingPiperServer(joe_voice(), board_cores=threads) as piper_server,
@@ -597,11 +602,11 @@ async def _measure(
         pipelines: dict[str, str] = {}
         tts_entities: dict[str, str] = {}
         for stack, (stt_id, tts_id) in entries.items():
-            stt = await run_blocking(_entities, dev, stt_id, "stt")
-            tts = await run_blocking(_entities, dev, tts_id, "tts")
+            stt = await run_blocking(entry_entity, dev, stt_id, "stt")
+            tts = await run_blocking(entry_entity, dev, tts_id, "tts")
             voice = VOICE_KEY if stack == ANCHOR else None
             pipelines[stack] = await run_blocking(
-                _pipeline, dev, f"bench {stack}", stt, tts, voice
+                create_pipeline, dev, f"bench {stack}", stt, tts, voice
             )
             tts_entities[stack] = tts
         instance = Instance(dev, pipelines, tts_entities)

@@ -1,0 +1,1 @@
+"""The integration on the next Home Assistant release, as a real `hass`."""
