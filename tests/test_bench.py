@@ -27,6 +27,7 @@ EXPECTED_FIGURES = {
     "round_trip_wer",
     "rss_loaded",
     "rss_after_idle_unload",
+    "first_audio_after_idle",
     "rss_growth_syntheses",
     # Figure 8: the local figures again, pinned to one core.
     "pinned_tts_total_time",
@@ -56,6 +57,7 @@ TIME_FIGURES = {
     "fallback_refused_first_audio",
     "fallback_hang_first_audio",
     "stt_time",
+    "first_audio_after_idle",
     *TURN_FIGURES,
     "turn_stt_growth",
     "announce_first_audio",
@@ -121,6 +123,9 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert figures["round_trip_wer"]["extras"]["reference_words"] > 0
     # Memory figures were measured: loading the models costs memory.
     assert figures["rss_loaded"]["value"] > figures["rss_loaded"]["anchor"]
+    # ... in the engine process: none of the engines' libraries in the parent.
+    assert figures["rss_loaded"]["extras"]["engine_process_loaded_mb"] > 0
+    assert figures["rss_loaded"]["extras"]["engine_modules_in_parent"] == []
     # The quick soak ran its 20 syntheses.
     assert "20 local syntheses" in figures["rss_growth_syntheses"]["title"]
     # Every turn was heard and answered: the words of the command reached

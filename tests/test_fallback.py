@@ -7,7 +7,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from http import HTTPStatus
+import os
 from pathlib import Path
+import signal
 import time
 from typing import Any
 from unittest.mock import patch
@@ -472,7 +474,14 @@ async def test_local_stt_decodes_while_the_user_speaks(
     final result is the whole command."""
     if tts_ai_stt.PARTIAL_SPEECH_RESULT is None:  # Home Assistant 2026.10
         monkeypatch.setattr(tts_ai_stt, "PARTIAL_SPEECH_RESULT", _PartialResult)
-    await setup_local_only_entry(hass, model_server, shared_config_dir)
+    entry = await setup_local_only_entry(hass, model_server, shared_config_dir)
+    # The model loaded, as for every command but the first after a quiet spell
+    # (the engine process then starts and loads it while the user speaks): on
+    # a busy machine that start could outlast the first sentence, and this
+    # test is about decoding while the user speaks.
+    whisper = entry.runtime_data.local.whisper
+    assert whisper is not None
+    await whisper.load()
     first = await decode_pcm(await synthesize_wav("Turn on the kitchen lights."))
     second = await decode_pcm(await synthesize_wav("Then lock the front door."))
     pause = bytes(2 * 16000 * 6 // 10)
@@ -529,6 +538,39 @@ async def test_local_stt_decodes_while_the_user_speaks(
         ]
     )
     assert any("kitchen lights" in text.lower() for text in heard_while_speaking)
+
+
+async def test_engine_process_killed_mid_announcement_then_the_next_is_spoken(
+    hass: HomeAssistant,
+    hass_client,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+) -> None:
+    """The engines' process dies mid-announcement (OOM killer, a crash): that
+    announcement ends with the translated device error, not a stack trace or
+    a hang, and the next one is spoken by a fresh process."""
+    assert await async_setup_component(hass, "media_source", {})
+    entry = await setup_local_only_entry(hass, model_server, shared_config_dir)
+    local = entry.runtime_data.local
+    story = " ".join(f"This is sentence number {n} of the story." for n in range(40))
+
+    speech = local.speak(story, "en", 1.0)
+    assert await anext(speech)  # the first MP3 bytes are out
+    pid = local.engines.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(HomeAssistantError) as caught:
+        async with asyncio.timeout(60):
+            async for _data in speech:
+                pass
+
+    assert caught.value.translation_key == "local_not_ready"
+    assert "SIGKILL" in caught.value.translation_placeholders["reason"]
+    audio = await speak_with(
+        hass, hass_client, "tts.tts_ai_on_device_text_to_speech", ANNOUNCEMENT
+    )
+    assert "garage door is open" in await heard(audio)
+    assert local.engines.pid not in (None, pid)
 
 
 async def test_final_result_alone_when_nothing_was_decoded_early(

@@ -37,10 +37,12 @@ from .const import (
 from .local import (
     PIPER_REQUIREMENTS,
     WHISPER_REQUIREMENTS,
+    EngineError,
+    EngineHost,
+    HostedPiper,
+    HostedWhisper,
+    HostedWhisperStream,
     LocalVoice,
-    PiperEngine,
-    WhisperEngine,
-    WhisperStream,
     detect_device_profile,
     missing_packages,
 )
@@ -94,6 +96,11 @@ def _not_ready(reason: str) -> HomeAssistantError:
         translation_key="local_not_ready",
         translation_placeholders={"reason": reason},
     )
+
+
+def _engine_failed(err: EngineError) -> HomeAssistantError:
+    """Return the error for an engine that failed or whose process ended."""
+    return _not_ready(f"{err}; the next request starts it again")
 
 
 # Audio longer than this is not decoded as it arrives: it no longer fits one
@@ -159,7 +166,7 @@ class _Listeners:
 
 
 class BuiltinSpeech(_Listeners):
-    """Piper and Whisper running inside Home Assistant."""
+    """Piper and Whisper, run in a process of their own (see local.engine_host)."""
 
     def __init__(self, hass: HomeAssistant, entry: TtsAiConfigEntry) -> None:
         """Prepare the engines; nothing is installed or loaded yet."""
@@ -180,8 +187,11 @@ class BuiltinSpeech(_Listeners):
         )
         self._wanted_voices: list[str] = list(options.get(CONF_LOCAL_VOICES) or [])
         self._whisper_name: str | None = options.get(CONF_WHISPER_MODEL)
-        self.piper = PiperEngine()
-        self.whisper: WhisperEngine | None = None
+        # Started on first use, ended after a quiet spell: Home Assistant's
+        # own process never holds the engines' libraries.
+        self.engines = EngineHost()
+        self.piper = HostedPiper(self.engines)
+        self.whisper: HostedWhisper | None = None
         self._voices: dict[str, LocalVoice] = {}
         self.status = ModelStatus.DOWNLOADING
         self.progress: dict[str, int] = {}
@@ -251,7 +261,7 @@ class BuiltinSpeech(_Listeners):
             model_dir = await self.manager.ensure_whisper_model(
                 whisper_name, progress=self._on_progress
             )
-            self.whisper = WhisperEngine(model_dir, profile)
+            self.whisper = HostedWhisper(self.engines, model_dir)
             # Load and warm the default voice now: the first fallback must be fast.
             await self.piper.load(next(iter(self._voices.values())))
         except Exception as err:
@@ -318,20 +328,26 @@ class BuiltinSpeech(_Listeners):
         """Yield MP3 of `text`, sentence by sentence, from Piper."""
         voice = self._voice_for(language)
         ffmpeg = get_ffmpeg_manager(self.hass).binary
-        async for data in encode_mp3(
-            self.piper.synthesize(text, voice, speed=speed),
-            ffmpeg=ffmpeg,
-            sample_rate=self.piper.known_sample_rate(voice),
-        ):
-            yield data
+        try:
+            async for data in encode_mp3(
+                self.piper.synthesize(text, voice, speed=speed),
+                ffmpeg=ffmpeg,
+                sample_rate=self.piper.known_sample_rate(voice),
+            ):
+                yield data
+        except EngineError as err:
+            raise _engine_failed(err) from err
 
     async def transcribe(self, pcm: bytes, language: str) -> str:
         """Return the words Whisper hears."""
         if self.whisper is None:
             raise _not_ready(self.error or "the speech model is still being downloaded")
-        transcript = await self.whisper.transcribe(
-            pcm, language=base_language(language)
-        )
+        try:
+            transcript = await self.whisper.transcribe(
+                pcm, language=base_language(language)
+            )
+        except EngineError as err:
+            raise _engine_failed(err) from err
         return transcript.text
 
     def start_transcription(self, language: str) -> TranscriptionSession | None:
@@ -355,26 +371,28 @@ class BuiltinSpeech(_Listeners):
         if self._cancel_retry is not None:
             self._cancel_retry()
             self._cancel_retry = None
-        await self.piper.close()
-        if self.whisper is not None:
-            await self.whisper.close()
+        await self.engines.close()
 
 
 class _WhisperSession:
     """A WhisperStream as the STT entity uses it: text out."""
 
-    def __init__(self, stream: WhisperStream) -> None:
+    def __init__(self, stream: HostedWhisperStream) -> None:
         self._stream = stream
 
     @property
     def text_so_far(self) -> str:
+        """The words decoded while the audio arrives (partial results)."""
         return self._stream.text_so_far
 
     def feed(self, pcm: bytes) -> None:
         self._stream.feed(pcm)
 
     async def finish(self) -> str:
-        return (await self._stream.finish()).text
+        try:
+            return (await self._stream.finish()).text
+        except EngineError as err:
+            raise _engine_failed(err) from err
 
     async def aclose(self) -> None:
         await self._stream.aclose()

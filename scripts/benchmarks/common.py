@@ -240,9 +240,10 @@ def rounded(samples: list[float]) -> list[float]:
 # --- memory ---------------------------------------------------------------------
 
 
-def rss_mb() -> float:
-    """This process's resident set size in MB, from /proc/self/status."""
-    with Path("/proc/self/status").open(encoding="ascii") as status:
+def rss_mb(pid: int | None = None) -> float:
+    """A process's resident set size in MB (this one by default), from /proc."""
+    path = Path(f"/proc/{pid}/status" if pid is not None else "/proc/self/status")
+    with path.open(encoding="ascii") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024

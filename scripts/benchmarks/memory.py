@@ -1,5 +1,8 @@
 """Figures 6 and 7: resident memory of the engines, each run in a fresh process.
 
+Figure 6c, the cost of the engine process in first-audio time after a quiet
+spell, is measured here too: it is the other side of figure 6b.
+
 The worker that runs these has imported nothing heavy (no numpy, onnxruntime,
 ctranslate2, nor Home Assistant) when the pre-load figure is taken, so the
 numbers show what the engines add to a process.
@@ -8,12 +11,13 @@ numbers show what the engines add to a process.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
+import contextlib
 import gc
 import os
 import statistics
-from typing import TYPE_CHECKING
+import sys
+import time
+from typing import TYPE_CHECKING, Any
 
 from .common import (
     BenchConfig,
@@ -23,7 +27,9 @@ from .common import (
     device_profile,
     integration_module,
     joe_voice,
+    median_of,
     rss_mb,
+    time_pair,
     whisper_dir,
 )
 
@@ -41,7 +47,7 @@ _TRACE_POINTS = 100
 _SPOKEN_TEXT = "The front door is unlocked. It is 21 degrees in the living room."
 
 
-async def _speak(engine: PiperEngine, voice: LocalVoice, text: str) -> bytes:
+async def _speak(engine: PiperEngine | Any, voice: LocalVoice, text: str) -> bytes:
     """Synthesise ``text`` and return its PCM."""
     return b"".join([chunk.audio async for chunk in engine.synthesize(text, voice)])
 
@@ -59,23 +65,119 @@ def _import_engine_libraries() -> None:
     import piper  # noqa: F401, PLC0415
 
 
-def _malloc_trim() -> bool:
-    """Ask glibc to give freed heap memory back to the system; False if no glibc."""
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:
+def _exists(pid: int) -> bool:
+    """Whether a process (or its unreaped remains) exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
-    libc = ctypes.CDLL(libc_name)
-    if not hasattr(libc, "malloc_trim"):
-        return False
-    libc.malloc_trim(0)
     return True
 
 
 async def loaded_memory_figures(config: BenchConfig) -> list[Figure]:
-    """Figure 6: RSS with Piper medium + Whisper tiny loaded, and after idle unload."""
+    """Figures 6a-6c: memory with the engines loaded and after the idle exit,
+    and the first audio after a quiet spell.
+
+    The engines run in their child process, as the integration runs them:
+    the parent's figure is Home Assistant's. Then, in the same process, the
+    engines run in-process as they used to, for the old figures (extras) and
+    for 6c's anchor: the first audio of an in-process engine reloading its
+    voice after an idle unload.
+    """
     local = integration_module("local")
     voice = joe_voice()
     profile = device_profile(config)
+    host = local.EngineHost(profile, idle_exit_after=IDLE_UNLOAD_AFTER)
+    piper = local.HostedPiper(host)
+    whisper = local.HostedWhisper(host, whisper_dir())
+    gc.collect()
+    pre_load = rss_mb()
+    # Loaded and used once each: working buffers are part of the footprint.
+    pcm = await _speak(piper, voice, _SPOKEN_TEXT)
+    await whisper.transcribe(pcm, sample_rate=piper.sample_rate(voice), language="en")
+    parent_loaded = rss_mb()
+    child_pid = host.pid
+    assert child_pid is not None
+    child_loaded = rss_mb(child_pid)
+    engine_modules = [name for name in _ENGINE_MODULES if name in sys.modules]
+
+    async def exited() -> None:
+        # The host signals nothing when the child exits, so poll.
+        while host.pid is not None or _exists(child_pid):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+    await asyncio.wait_for(exited(), _UNLOAD_TIMEOUT)
+    await asyncio.sleep(_SETTLE)
+    gc.collect()
+    after_exit = rss_mb()
+    await host.close()
+
+    in_process = await _in_process_memory(local, voice, profile)
+    first_audio = await _first_audio_after_idle_figure(local, voice, profile, config)
+
+    common_notes = (
+        "fresh process without Home Assistant imported; "
+        f"{profile.intra_op_threads} inference threads; the engines run in "
+        "their child process, as in the integration"
+    )
+    loaded_figure = Figure(
+        key="rss_loaded",
+        title="RSS with Piper medium + Whisper tiny loaded (parent + engine process)",
+        unit="MB",
+        value=parent_loaded + child_loaded,
+        value_label=(
+            f"parent {parent_loaded:.0f} MB + engine process {child_loaded:.0f} MB, "
+            "after one synthesis and one transcription"
+        ),
+        anchor=pre_load,
+        anchor_label="parent before loading",
+        goal=350.0,
+        goal_on="value",
+        notes=common_notes,
+        extras={
+            "parent_loaded_mb": round(parent_loaded, 1),
+            "engine_process_loaded_mb": round(child_loaded, 1),
+            "engine_modules_in_parent": engine_modules,
+            # Measured after the engine process, in this same process: not a
+            # fresh process's figure (that reads ~306 MB here).
+            "in_process_loaded_mb": round(in_process["loaded"], 1),
+            "in_process_pre_load_mb": round(in_process["pre_load"], 1),
+        },
+    )
+    unload_figure = Figure(
+        key="rss_after_idle_unload",
+        title="Parent RSS after the engine process's idle exit vs pre-load",
+        unit="MB",
+        value=after_exit,
+        value_label=f"parent after the idle exit ({IDLE_UNLOAD_AFTER:g} s)",
+        anchor=pre_load,
+        anchor_label="same process before loading",
+        goal=30.0,
+        goal_on="growth",
+        notes=(
+            f"{common_notes}; in-process (as before), the idle unload left "
+            f"+{in_process['after_unload'] - in_process['pre_load']:.0f} MB"
+        ),
+        extras={
+            "engine_modules_in_parent": engine_modules,
+            "in_process_after_idle_unload_mb": round(in_process["after_unload"], 1),
+            "in_process_growth_mb": round(
+                in_process["after_unload"] - in_process["pre_load"], 1
+            ),
+            "in_process_libraries_imported_mb": round(in_process["libraries"], 1),
+        },
+    )
+    return [loaded_figure, unload_figure, first_audio]
+
+
+# What the engines import; none of it may be in the parent (figure 6a's extras).
+_ENGINE_MODULES = ("numpy", "onnxruntime", "piper", "faster_whisper", "ctranslate2")
+
+
+async def _in_process_memory(
+    local: Any, voice: LocalVoice, profile: Any
+) -> dict[str, float]:
+    """RSS of the engines loaded in this process and after their idle unload."""
     piper = local.PiperEngine(profile, idle_unload_after=IDLE_UNLOAD_AFTER)
     whisper = local.WhisperEngine(
         whisper_dir(), profile, idle_unload_after=IDLE_UNLOAD_AFTER
@@ -83,79 +185,98 @@ async def loaded_memory_figures(config: BenchConfig) -> list[Figure]:
     gc.collect()
     pre_load = rss_mb()
     _import_engine_libraries()
-    libraries_imported = rss_mb()
-    # Loaded and used once each: working buffers are part of the footprint.
+    libraries = rss_mb()
     pcm = await _speak(piper, voice, _SPOKEN_TEXT)
     await whisper.transcribe(pcm, sample_rate=piper.sample_rate(voice), language="en")
     loaded = rss_mb()
 
     async def unloaded() -> None:
-        # The engines signal nothing when they unload, so poll.
         while piper.loaded_voices or whisper.is_loaded:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
 
     await asyncio.wait_for(unloaded(), _UNLOAD_TIMEOUT)
     await asyncio.sleep(_SETTLE)
     after_unload = rss_mb()
-    trimmed = _malloc_trim()
-    after_trim = rss_mb()
     await piper.close()
     await whisper.close()
+    return {
+        "pre_load": pre_load,
+        "libraries": libraries,
+        "loaded": loaded,
+        "after_unload": after_unload,
+    }
 
-    common_notes = (
-        "fresh process without Home Assistant imported; "
-        f"{profile.intra_op_threads} inference threads"
-    )
-    loaded_figure = Figure(
-        key="rss_loaded",
-        title="RSS with Piper medium + Whisper tiny loaded",
-        unit="MB",
-        value=loaded,
-        value_label="after one synthesis and one transcription",
-        anchor=pre_load,
-        anchor_label="same process before loading",
-        goal=350.0,
-        goal_on="value",
-        notes=common_notes,
-        extras={
-            "libraries_imported_mb": round(libraries_imported, 1),
-            "models_added_mb": round(loaded - libraries_imported, 1),
-        },
-    )
-    unload_figure = Figure(
-        key="rss_after_idle_unload",
-        title="RSS after idle unload vs pre-load",
-        unit="MB",
-        value=after_unload,
-        value_label=f"after the engines' idle unload ({IDLE_UNLOAD_AFTER:g} s)",
-        anchor=pre_load,
-        anchor_label="same process before loading",
-        goal=80.0,
+
+async def _first_chunk(engine: Any, voice: LocalVoice) -> float:
+    """Seconds until the first piece of _SPOKEN_TEXT is synthesised."""
+    start = time.perf_counter()
+    async with contextlib.aclosing(engine.synthesize(_SPOKEN_TEXT, voice)) as chunks:
+        await anext(chunks)
+    return time.perf_counter() - start
+
+
+async def _first_audio_after_idle_figure(
+    local: Any, voice: LocalVoice, profile: Any, config: BenchConfig
+) -> Figure:
+    """Figure 6c: first audio after a quiet spell, engine process vs in-process.
+
+    After the idle exit the first request starts the engine process, which
+    imports the engines' libraries and loads the voice; an in-process engine
+    after its idle unload only reloads the voice (its libraries stayed).
+    Both are timed to the first synthesised piece, in alternating rounds;
+    warm engines (voice loaded) give the floor.
+    """
+    host = local.EngineHost(profile, idle_exit_after=None)
+    hosted = local.HostedPiper(host)
+    in_process = local.PiperEngine(profile, idle_unload_after=None)
+    await in_process.load(voice)  # its libraries are imported for good
+
+    async def host_after_idle() -> float:
+        await host.stop()  # what the idle exit does
+        return await _first_chunk(hosted, voice)
+
+    async def in_process_after_idle() -> float:
+        await in_process.unload()  # what the idle unload does
+        return await _first_chunk(in_process, voice)
+
+    async def host_warm() -> float:
+        return await _first_chunk(hosted, voice)
+
+    async def in_process_warm() -> float:
+        return await _first_chunk(in_process, voice)
+
+    try:
+        cold = await time_pair(host_after_idle, in_process_after_idle, config)
+        await hosted.load(voice)
+        warm = await time_pair(host_warm, in_process_warm, config)
+    finally:
+        await host.close()
+        await in_process.close()
+    return Figure(
+        key="first_audio_after_idle",
+        title="First audio after the idle exit vs in-process reload after idle unload",
+        unit="s",
+        value=cold.first_median,
+        value_label="engine process start + voice load + first piece",
+        anchor=cold.second_median,
+        anchor_label="in-process engine: voice reload + first piece",
+        goal=1.0,
         goal_on="growth",
         notes=(
-            f"{common_notes}; the libraries imported on first load "
-            f"(+{libraries_imported - pre_load:.0f} MB) stay, as in production"
-            + (
-                f"; glibc malloc_trim(0) then brings it to {after_trim:.0f} MB"
-                if trimmed
-                else ""
-            )
+            f"{median_of(config)}; first piece of a 2-sentence announcement; warm, "
+            f"the engine process gives it in {warm.first_median:.3f} s, "
+            f"in-process {warm.second_median:.3f} s "
+            f"(ratio {warm.first_median / warm.second_median:.2f})"
         ),
         extras={
-            "libraries_imported_mb": round(libraries_imported, 1),
-            "growth_over_libraries_imported_mb": round(
-                after_unload - libraries_imported, 1
-            ),
-            "after_malloc_trim_mb": round(after_trim, 1) if trimmed else None,
-            "growth_after_malloc_trim_mb": (
-                round(after_trim - pre_load, 1) if trimmed else None
-            ),
-            "growth_over_libraries_after_malloc_trim_mb": (
-                round(after_trim - libraries_imported, 1) if trimmed else None
+            **cold.extras("after_idle_exit", "in_process_after_unload"),
+            **warm.extras("warm_engine_process", "warm_in_process"),
+            "warm_ratio": round(warm.first_median / warm.second_median, 3),
+            "after_idle_vs_warm_engine_process_ratio": round(
+                cold.first_median / warm.first_median, 3
             ),
         },
     )
-    return [loaded_figure, unload_figure]
 
 
 async def soak_memory_figure(config: BenchConfig) -> Figure:

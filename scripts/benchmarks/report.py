@@ -16,6 +16,7 @@ FIGURE_NUMBERS = {
     "round_trip_wer": "5",
     "rss_loaded": "6a",
     "rss_after_idle_unload": "6b",
+    "first_audio_after_idle": "6c",
     "rss_growth_syntheses": "7",
     "long_text_memory": "9a",
     "long_text_first_audio": "9b",

@@ -6,7 +6,9 @@ Assistant, and the heavy packages (``piper``, ``onnxruntime``,
 functions that need them: on Home Assistant OS there are no onnxruntime
 wheels for every board, and the integration must still load there. HA
 installs the requirements below at run time when the user turns the local
-engines on; :func:`missing_packages` says whether that is still needed.
+engines on; :func:`missing_packages` says whether that is still needed. The
+integration runs the engines in a child process (:mod:`.engine_host`), so
+Home Assistant's own process never imports those packages at all.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import importlib.util
 
 from .device import DeviceProfile, detect_device_profile
+from .engine_host import EngineHost, HostedPiper, HostedWhisper, HostedWhisperStream
+from .host_protocol import EngineCrashedError, EngineError
 from .pcm import PcmChunk
 from .piper_engine import LocalVoice, PiperEngine
 from .whisper_engine import Transcript, WhisperEngine, WhisperStream
@@ -54,6 +58,12 @@ __all__ = [
     "PIPER_REQUIREMENTS",
     "WHISPER_REQUIREMENTS",
     "DeviceProfile",
+    "EngineCrashedError",
+    "EngineError",
+    "EngineHost",
+    "HostedPiper",
+    "HostedWhisper",
+    "HostedWhisperStream",
     "LocalVoice",
     "PcmChunk",
     "PiperEngine",

@@ -355,6 +355,8 @@ class WhisperStream:
         self._pauses = _PauseFinder(sample_rate)
         self.decodes_before_end = 0
         """Pieces decoded while the audio was still arriving."""
+        self.on_text: Callable[[str], None] | None = None
+        """Called with :attr:`text_so_far` each time a piece has been decoded."""
 
     @property
     def text_so_far(self) -> str:
@@ -431,6 +433,8 @@ class WhisperStream:
             piece = bytes(self._pcm[self._start : cut])
             self._texts.append(await self._decode(piece))
             self.decodes_before_end += 1
+            if self.on_text is not None:
+                self.on_text(self.text_so_far)
         self._start = cut
 
     async def _decode(self, pcm16: bytes) -> str:
