@@ -16,8 +16,9 @@ from __future__ import annotations
 import importlib.util
 
 from .device import DeviceProfile, detect_device_profile
-from .engine_host import EngineHost, HostedPiper, HostedWhisper, HostedWhisperStream
+from .engine_host import EngineHost
 from .host_protocol import EngineCrashedError, EngineError
+from .hosted_engines import HostedPiper, HostedWhisper, HostedWhisperStream
 from .pcm import PcmChunk
 from .piper_engine import LocalVoice, PiperEngine
 from .whisper_engine import Transcript, WhisperEngine, WhisperStream

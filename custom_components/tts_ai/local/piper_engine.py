@@ -158,7 +158,7 @@ class PiperEngine:
         """
         rate = self._sample_rates.get(voice)
         if rate is None:
-            rate = _read_sample_rate(voice.config_path)
+            rate = read_sample_rate(voice.config_path)
             self._sample_rates[voice] = rate
         return rate
 
@@ -189,7 +189,7 @@ class PiperEngine:
         so the piece synthesised ahead is dropped and the idle countdown
         starts at once rather than when the generator is garbage-collected.
         """
-        length_scale = _length_scale(speed)
+        length_scale = length_scale_for(speed)
         pieces = split_for_streaming(text)
         if not pieces:
             return
@@ -382,14 +382,14 @@ def _pack(parts: list[str], limit: int) -> list[str]:
     return pieces
 
 
-def _length_scale(speed: float) -> float:
+def length_scale_for(speed: float) -> float:
     """Piper's length scale for a speaking ``speed`` (2.0 = twice as fast)."""
     if not speed > 0:
         raise ValueError(f"speed must be positive, not {speed}")
     return 1.0 / speed
 
 
-def _read_sample_rate(config_path: Path) -> int:
+def read_sample_rate(config_path: Path) -> int:
     """Read a voice's output sample rate from its JSON config."""
     with config_path.open(encoding="utf-8") as config_file:
         return int(json.load(config_file)["audio"]["sample_rate"])
