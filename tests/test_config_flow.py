@@ -463,6 +463,7 @@ async def test_fallback_step_puts_the_mode_first_and_mirrors_away(
         "whisper_models_url",
         "local_voices",
         "whisper_model",
+        "keep_engines_loaded",
     ]
     mirror = "http://127.0.0.1:9/mirror/"
     result = await hass.config_entries.options.async_configure(
@@ -491,6 +492,74 @@ async def test_fallback_step_puts_the_mode_first_and_mirrors_away(
     assert config_entry.options["local_tts_entity"] == "tts.other_engine"
     assert config_entry.options["piper_voices_url"] == mirror
     assert "whisper_models_url" not in config_entry.options  # the default
+
+
+async def test_keep_engines_loaded_is_stored_only_when_on(
+    hass: HomeAssistant, config_entry: MockConfigEntry
+) -> None:
+    """The built-in engine's "keep loaded" switch starts off, is stored when
+    turned on, shows as on when the options open again, and is gone again
+    (the default) when turned off."""
+
+    async def open_fallback_step() -> dict[str, Any]:
+        result = await hass.config_entries.options.async_init(config_entry.entry_id)
+        return await hass.config_entries.options.async_configure(
+            result["flow_id"], OPTIONS
+        )
+
+    async def submit(result: dict[str, Any], keep_loaded: bool) -> None:
+        result = await hass.config_entries.options.async_configure(
+            result["flow_id"],
+            {
+                "mode": "cloud_first",
+                "hedge_deadline": 1.0,
+                "local_engine": "built_in",
+                "model_downloads": {"keep_engines_loaded": keep_loaded},
+            },
+        )
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        await hass.async_block_till_done()
+
+    def switch(result: dict[str, Any]) -> Any:
+        downloads = form_field(result, "model_downloads")
+        return next(k for k in downloads.schema.schema if k == "keep_engines_loaded")
+
+    def shown_value(result: dict[str, Any]) -> Any:
+        return (switch(result).description or {}).get("suggested_value")
+
+    result = await open_fallback_step()
+    assert switch(result).default() is False
+    assert shown_value(result) is None  # nothing stored: the default, off
+    await submit(result, keep_loaded=True)
+    assert config_entry.options["keep_engines_loaded"] is True
+
+    result = await open_fallback_step()
+    assert shown_value(result) is True
+    await submit(result, keep_loaded=False)
+    assert "keep_engines_loaded" not in config_entry.options
+
+
+async def test_device_only_set_up_can_keep_the_engines_loaded(
+    hass: HomeAssistant, skip_entry_setup: AsyncMock
+) -> None:
+    """The device-only form's section has the switch too: a voice-satellite
+    set-up keeps its engines loaded from the very first start."""
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_USER}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {"next_step_id": "local"}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {"local_engine": "built_in", "model_downloads": {"keep_engines_loaded": True}},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["options"] == {
+        "mode": "local_only",
+        "local_engine": "built_in",
+        "keep_engines_loaded": True,
+    }
 
 
 async def test_every_form_field_is_described() -> None:
@@ -564,6 +633,7 @@ async def test_local_only_entry_needs_no_key(
     assert result["data"] == {}
     assert result["options"]["mode"] == "local_only"
     assert result["options"]["local_engine"] == "built_in"
+    assert "keep_engines_loaded" not in result["options"]  # off unless asked
 
     # One device, one set of engines.
     result = await hass.config_entries.flow.async_init(

@@ -25,7 +25,7 @@ from pytest_homeassistant_custom_component.common import (
     mock_restore_cache_with_extra_data,
 )
 
-from custom_components.tts_ai import stt as tts_ai_stt
+from custom_components.tts_ai import local_speech, stt as tts_ai_stt
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
 from tests.harness.model_server import FileFault, ModelServer
@@ -663,6 +663,9 @@ async def test_diagnostics_of_a_fallback_entry(
     )
     assert diagnostics["local_models"]["status"] == "ready"
     assert diagnostics["local_models"]["loaded_voices"] == ["en_US-joe-medium"]
+    assert diagnostics["local_models"]["keep_loaded"] is False  # the default
+    assert diagnostics["local_models"]["engine_process_running"] is True
+    assert diagnostics["local_models"]["engine_process_starts"] == 1
 
 
 async def test_local_only_options_skip_the_cloud_step(
@@ -690,3 +693,89 @@ async def test_local_only_options_skip_the_cloud_step(
     assert entry.options["local_voices"] == ["en_US-joe-medium"]
     await hass.async_block_till_done()
     await wait_for_models(hass, entry)
+
+
+# A quiet spell in these tests: the engines' process would end after this.
+SHORT_IDLE_SECONDS = 0.3
+
+
+async def wait_past_quiet_spell(local: Any) -> None:
+    """Wait until an idle process would surely have ended (or has ended)."""
+    for _ in range(40):  # ten quiet spells at most
+        if local.engines.pid is None:
+            return
+        await asyncio.sleep(SHORT_IDLE_SECONDS / 4)
+
+
+async def test_engines_end_after_a_quiet_spell_by_default(
+    hass: HomeAssistant,
+    hass_client,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without "keep loaded" the engines' process ends when unused, giving its
+    memory back; the next announcement starts it again and is spoken."""
+    monkeypatch.setattr(local_speech, "ENGINE_IDLE_EXIT_SECONDS", SHORT_IDLE_SECONDS)
+    assert await async_setup_component(hass, "media_source", {})
+    entry = await setup_local_only_entry(hass, model_server, shared_config_dir)
+    local = entry.runtime_data.local
+    assert not local.whisper.is_loaded  # loaded on first use only
+
+    await wait_past_quiet_spell(local)
+
+    assert local.engines.pid is None
+    audio = await speak_with(
+        hass, hass_client, "tts.tts_ai_on_device_text_to_speech", ANNOUNCEMENT
+    )
+    assert "garage door is open" in await heard(audio)
+    assert local.engines.starts == 2
+
+
+async def test_kept_engines_stay_loaded_through_a_quiet_spell(
+    hass: HomeAssistant,
+    hass_client,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Turned on in the options, "keep the on-device engines loaded" applies
+    at once (the entry reloads): the voice and Whisper are loaded at start-up,
+    and after a quiet spell the same process speaks, nothing is started again."""
+    monkeypatch.setattr(local_speech, "ENGINE_IDLE_EXIT_SECONDS", SHORT_IDLE_SECONDS)
+    assert await async_setup_component(hass, "media_source", {})
+    entry = await setup_local_only_entry(hass, model_server, shared_config_dir)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {
+            "local_engine": "built_in",
+            "model_downloads": {
+                "piper_voices_url": model_server.piper_base_url,
+                "whisper_models_url": model_server.hf_base_url,
+                "whisper_model": "tiny.en",
+                "keep_engines_loaded": True,
+            },
+        },
+    )
+    assert result["type"] == "create_entry"
+    assert entry.options["keep_engines_loaded"] is True
+    await hass.async_block_till_done()
+    await wait_for_models(hass, entry)
+    local = entry.runtime_data.local
+    assert local.whisper.is_loaded  # warm before the first command
+    assert local.piper.loaded_voices == ["en_US-joe-medium"]
+    pid = local.engines.pid
+    assert pid is not None
+
+    await wait_past_quiet_spell(local)
+
+    assert local.engines.pid == pid
+    audio = await speak_with(
+        hass, hass_client, "tts.tts_ai_on_device_text_to_speech", ANNOUNCEMENT
+    )
+    assert "garage door is open" in await heard(audio)
+    await wait_past_quiet_spell(local)
+    assert local.engines.pid == pid
+    assert local.engines.starts == 1
+    assert local.whisper.is_loaded

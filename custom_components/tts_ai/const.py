@@ -54,6 +54,9 @@ CONF_WHISPER_MODEL: Final = "whisper_model"
 CONF_HEDGE_DEADLINE: Final = "hedge_deadline"
 CONF_PIPER_VOICES_URL: Final = "piper_voices_url"
 CONF_WHISPER_MODELS_URL: Final = "whisper_models_url"
+# Built-in engine only: keep its process and models loaded instead of ending
+# it after a quiet spell (a faster first reply for ~300 MB kept in memory).
+CONF_KEEP_ENGINES_LOADED: Final = "keep_engines_loaded"
 
 LOCAL_ENGINE_BUILT_IN: Final = "built_in"
 LOCAL_ENGINE_ENTITY: Final = "entity"

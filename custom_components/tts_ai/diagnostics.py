@@ -51,6 +51,11 @@ async def async_get_config_entry_diagnostics(
             "progress": data.local.progress,
             "error": data.local.error,
             "loaded_voices": data.local.piper.loaded_voices,
+            # Whether the engines are warm, and how often their process has
+            # started (each start after a quiet spell costs the next reply).
+            "keep_loaded": data.local.keep_loaded,
+            "engine_process_running": data.local.engines.pid is not None,
+            "engine_process_starts": data.local.engines.starts,
         }
     return diagnostics
 

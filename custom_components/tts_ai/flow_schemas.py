@@ -15,6 +15,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import section
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     EntitySelector,
     EntitySelectorConfig,
     SelectOptionDict,
@@ -28,6 +29,7 @@ from homeassistant.helpers.selector import (
 import probatio
 
 from .const import (
+    CONF_KEEP_ENGINES_LOADED,
     CONF_LOCAL_ENGINE,
     CONF_LOCAL_STT_ENTITY,
     CONF_LOCAL_TTS_ENTITY,
@@ -43,12 +45,14 @@ from .local.model_manager import HF_URL, PIPER_VOICES_URL
 
 # CTranslate2 Whisper models offered in the options (any other name works too).
 WHISPER_MODELS = ("tiny", "tiny.en", "base", "base.en", "small", "small.en")
-# The collapsed section with where the on-device models come from (a form
-# name, not an option: its fields are stored flat in the options).
+# The collapsed section with the built-in engine's settings: where its models
+# come from, which ones, and whether they stay loaded (a form name, not an
+# option: its fields are stored flat in the options).
 MODEL_DOWNLOADS_SECTION = "model_downloads"
 MODEL_DOWNLOAD_DEFAULTS: dict[str, Any] = {
     CONF_PIPER_VOICES_URL: PIPER_VOICES_URL,
     CONF_WHISPER_MODELS_URL: HF_URL,
+    CONF_KEEP_ENGINES_LOADED: False,
 }
 # The step that asks for "another engine"'s entities, in both flows.
 STEP_LOCAL_ENTITIES = "local_entities"
@@ -72,7 +76,7 @@ def select(
 
 
 def model_download_fields() -> dict[str, Any]:
-    """Return the fields of the collapsed section: where models come from."""
+    """Return the fields of the collapsed section: the built-in engine's settings."""
     return {
         CONF_PIPER_VOICES_URL: URL_SELECTOR,
         CONF_WHISPER_MODELS_URL: URL_SELECTOR,
@@ -80,11 +84,12 @@ def model_download_fields() -> dict[str, Any]:
         CONF_WHISPER_MODEL: select(
             [SelectOptionDict(value=m, label=m) for m in WHISPER_MODELS], custom=True
         ),
+        CONF_KEEP_ENGINES_LOADED: BooleanSelector(),
     }
 
 
 def model_downloads_section() -> section:
-    """Return the collapsed section with where the models come from."""
+    """Return the collapsed section with the built-in engine's settings."""
     return section(
         probatio.Schema(
             {

@@ -23,6 +23,7 @@ from homeassistant.util.hass_dict import HassKey
 
 from .catalogue import base_language
 from .const import (
+    CONF_KEEP_ENGINES_LOADED,
     CONF_LOCAL_ENGINE,
     CONF_LOCAL_STT_ENTITY,
     CONF_LOCAL_TTS_ENTITY,
@@ -69,6 +70,10 @@ DATA_MODEL_FOLDERS: HassKey[dict[Path, ModelFolder]] = HassKey(
 # A failed model download is tried again after this long (the internet may be
 # back); until then the cloud serves alone.
 PREFETCH_RETRY_SECONDS = 900
+# The engines' process ends after this many seconds unused (unless the entry
+# keeps the engines loaded): Home Assistant's memory returns to its
+# pre-load size, and the next request starts the process again.
+ENGINE_IDLE_EXIT_SECONDS = 600.0
 # The region whose voice speaks a language when HA has no country set.
 DEFAULT_COUNTRIES = {"en": "US", "pt": "BR", "zh": "CN"}
 
@@ -188,8 +193,12 @@ class BuiltinSpeech(_Listeners):
         self._wanted_voices: list[str] = list(options.get(CONF_LOCAL_VOICES) or [])
         self._whisper_name: str | None = options.get(CONF_WHISPER_MODEL)
         # Started on first use, ended after a quiet spell: Home Assistant's
-        # own process never holds the engines' libraries.
-        self.engines = EngineHost()
+        # own process never holds the engines' libraries. Kept loaded on
+        # request: every reply is fast, for the memory the engines hold.
+        self.keep_loaded: bool = bool(options.get(CONF_KEEP_ENGINES_LOADED))
+        self.engines = EngineHost(
+            idle_exit_after=None if self.keep_loaded else ENGINE_IDLE_EXIT_SECONDS
+        )
         self.piper = HostedPiper(self.engines)
         self.whisper: HostedWhisper | None = None
         self._voices: dict[str, LocalVoice] = {}
@@ -264,6 +273,10 @@ class BuiltinSpeech(_Listeners):
             self.whisper = HostedWhisper(self.engines, model_dir)
             # Load and warm the default voice now: the first fallback must be fast.
             await self.piper.load(next(iter(self._voices.values())))
+            if self.keep_loaded:
+                # Kept loaded: the first command after start-up is heard at
+                # once too, not after Whisper has loaded.
+                await self.whisper.load()
         except Exception as err:
             # Whatever broke (download, disk, a model that will not load), the
             # cloud keeps serving; the sensor shows why, and we try again later.
