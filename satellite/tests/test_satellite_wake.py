@@ -62,7 +62,7 @@ def _words(text: str) -> list[str]:
 def test_okay_nabu_fires_once_and_the_command_survives_whole() -> None:
     command = _speech("Okay Nabu, turn on the kitchen lights.")
     audio = _stream(_noise(1.0), command, _noise(1.0))
-    listener = WakeWordListener(MicroWakeWordModel("okay_nabu"))
+    listener = WakeWordListener(MicroWakeWordModel("okay_nabu", DEFAULT_WAKE_THRESHOLD))
     fired = False
     after: list[bytes] = []
     for start in range(0, len(audio), CHUNK):
@@ -90,7 +90,13 @@ def test_other_words_and_other_models_do_not_fire() -> None:
     with_word = _stream(
         _noise(0.5), _speech("Okay Nabu, turn on the kitchen lights."), _noise(0.5)
     )
-    assert _detections(WakeWordListener(MicroWakeWordModel("okay_nabu")), without) == []
+    assert (
+        _detections(
+            WakeWordListener(MicroWakeWordModel("okay_nabu", DEFAULT_WAKE_THRESHOLD)),
+            without,
+        )
+        == []
+    )
     assert (
         _detections(WakeWordListener(MicroWakeWordModel("hey_jarvis")), with_word) == []
     )
@@ -104,7 +110,8 @@ def test_deaf_for_the_refractory_period_after_a_turn() -> None:
     """The reply's tail (or a second "okay nabu" at once) does not wake it."""
     phrase = _speech("Okay Nabu.")
     listener = WakeWordListener(
-        MicroWakeWordModel("okay_nabu"), WakeSettings(refractory_seconds=2.0)
+        MicroWakeWordModel("okay_nabu", DEFAULT_WAKE_THRESHOLD),
+        WakeSettings(refractory_seconds=2.0),
     )
     assert _detections(listener, _stream(_noise(0.5), phrase, _noise(0.3)))
     listener.rearm()  # the turn is over, its reply played
@@ -120,7 +127,8 @@ def test_without_refractory_the_same_phrase_would_wake_it_again() -> None:
     """The counterpart of the test above: the deafness is what stops it."""
     phrase = _speech("Okay Nabu.")
     listener = WakeWordListener(
-        MicroWakeWordModel("okay_nabu"), WakeSettings(refractory_seconds=0.0)
+        MicroWakeWordModel("okay_nabu", DEFAULT_WAKE_THRESHOLD),
+        WakeSettings(refractory_seconds=0.0),
     )
     assert _detections(listener, _stream(_noise(0.5), phrase, _noise(0.3)))
     listener.rearm()
