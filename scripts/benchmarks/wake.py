@@ -678,7 +678,7 @@ def _fires(probabilities: np.ndarray, threshold: float) -> int:
 
 def tune() -> None:
     """Print the development table the satellite's defaults were read off."""
-    speakers = [lambda t, s=s: piper_16k(t, s) for s in PIPER_SPEEDS]
+    speakers: list[Any] = [lambda t, s=s: piper_16k(t, s) for s in PIPER_SPEEDS]
     speakers += [lambda t, v=v: espeak_16k(t, v) for v in ESPEAK_VOICES]
     rng = np.random.default_rng(DEVELOPMENT_NOISE_SEED)
     phrases = []
@@ -700,10 +700,10 @@ def tune() -> None:
     print(f"rule: {TUNING_RULE}")
     for level in TUNING_LEVELS:
         heard = [_probabilities(pcm, level) for pcm in phrases]
-        speech = [_probabilities(pcm, level) for pcm in streams]
+        in_speech = [_probabilities(pcm, level) for pcm in streams]
         for threshold in TUNING_THRESHOLDS:
             missed = sum(not bool(np.any(p > threshold)) for p in heard)
-            false = [_fires(p, threshold) for p in speech]
+            false = [_fires(p, threshold) for p in in_speech]
             print(
                 f"suppression {level if level is not None else 'off':>5}"
                 f"  threshold {threshold:.2f}  missed {missed:3d}/{len(heard)}"
@@ -726,7 +726,8 @@ def _development_stream(utterances: list[np.ndarray], seed: int) -> np.ndarray:
         length += len(gap) + len(speech)
     stream = np.concatenate(parts)[:target]
     level = float(np.sqrt(np.mean(stream[np.abs(stream) > 300] ** 2)))
-    return stream + household_noise(len(stream), rng) * level / 10 ** (15 / 20)
+    noise = household_noise(len(stream), rng) * level / 10 ** (15 / 20)
+    return np.asarray(stream + noise)
 
 
 async def wake_figures(config: BenchConfig) -> list[Figure]:
