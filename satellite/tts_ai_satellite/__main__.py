@@ -25,6 +25,7 @@ from .audio import (
 )
 from .ha import AuthenticationError, PipelineNotFoundError, websocket_url
 from .wake import (
+    DEFAULT_NOISE_SUPPRESSION_DB,
     DEFAULT_WAKE_THRESHOLD,
     DEFAULT_WAKE_WORD,
     WAKE_WORDS,
@@ -111,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="wake-word probability to fire at, 0-1 (default"
         f" {DEFAULT_WAKE_THRESHOLD}; the model's own is 0.85); lower hears more in"
         " a noisy room and wakes falsely more often",
+    )
+    parser.add_argument(
+        "--wake-noise-suppression",
+        type=float,
+        metavar="DB",
+        default=DEFAULT_NOISE_SUPPRESSION_DB,
+        help="clean the noise out of what the wake-word model hears, down to DB"
+        f" below itself (default {DEFAULT_NOISE_SUPPRESSION_DB:g}; 0: off). Only"
+        " the model hears the cleaned audio",
     )
     parser.add_argument(
         "--ha-wake-word",
@@ -259,7 +269,9 @@ def wake_listener(args: argparse.Namespace) -> WakeWordListener | None:
     if args.wake_word is None:
         return None
     try:
-        return WakeWordListener(MicroWakeWordModel(args.wake_word, args.wake_threshold))
+        suppression = args.wake_noise_suppression or None  # 0: off
+        model = MicroWakeWordModel(args.wake_word, args.wake_threshold, suppression)
+        return WakeWordListener(model)
     except WakeWordUnavailableError as err:
         raise UsageError(f"--wake-word: {err}") from err
 

@@ -46,6 +46,7 @@ from tests.harness.alsa_room import AlsaRoom
 from tests.harness.standin.engines import synthesize_pcm
 from tts_ai_satellite.resample import resample
 from tts_ai_satellite.wake import (
+    DEFAULT_NOISE_SUPPRESSION_DB,
     DEFAULT_WAKE_THRESHOLD,
     MicroWakeWordModel,
     WakeWordListener,
@@ -74,6 +75,8 @@ ESPEAK_WORDS_PER_MINUTE = 160
 NOISE_SNR_DB = 10.0
 MODELS_OWN_THRESHOLD = None
 """The model's own cutoff (0.85), measured beside the satellite's default."""
+NO_SUPPRESSION = None
+"""The model hearing the microphone as it is, measured beside the default."""
 FALSE_ACTIVATION_MINUTES_FULL = 30.0
 FALSE_ACTIVATION_MINUTES_QUICK = 1.0
 SPLICED_WAKE_PHRASES = 5
@@ -182,7 +185,6 @@ class _Tally:
 
 def detection_figure(config: BenchConfig) -> Figure:
     """Figure 10a: misses on held-out wake phrases, clean and at 10 dB SNR."""
-    rng = np.random.default_rng(10)
     commands = HELD_OUT_COMMANDS[:3] if config.quick else HELD_OUT_COMMANDS
     speakers: list[tuple[str, Any]] = [
         (f"piper-joe x{speed}", lambda text, s=speed: piper_16k(text, s))
@@ -194,12 +196,18 @@ def detection_figure(config: BenchConfig) -> Figure:
     ]
     clean, noisy = _Tally(), _Tally()
     models_own_misses: list[str] = []
+    unsuppressed_misses: list[str] = []
     per_voice: dict[str, list[int]] = {}
     for name, speak in speakers:
         for form in WAKE_FORMS:
             for command in commands:
                 phrase = f"{form}, {command}"
                 speech = speak(phrase)
+                # Each phrase its own noise: Piper's lengths vary from run to
+                # run, and with one generator for all they moved the noise of
+                # every later phrase (the same setting measured 11 and 18
+                # misses in two runs).
+                rng = np.random.default_rng((10, clean.tried))
                 # The room's noise goes on before the phrase, as in a kitchen
                 # (the model's front end adapts to it).
                 for tally, audio in (
@@ -210,10 +218,17 @@ def detection_figure(config: BenchConfig) -> Figure:
                         MicroWakeWordModel(MODEL, DEFAULT_WAKE_THRESHOLD)
                     )
                     models_own = WakeWordListener(
-                        MicroWakeWordModel(MODEL, MODELS_OWN_THRESHOLD)
+                        MicroWakeWordModel(MODEL, MODELS_OWN_THRESHOLD, NO_SUPPRESSION)
                     )
                     if detections(models_own, _pcm(audio)) == 0:
                         models_own_misses.append(phrase)
+                    unsuppressed = WakeWordListener(
+                        MicroWakeWordModel(
+                            MODEL, DEFAULT_WAKE_THRESHOLD, NO_SUPPRESSION
+                        )
+                    )
+                    if detections(unsuppressed, _pcm(audio)) == 0:
+                        unsuppressed_misses.append(phrase)
                     tally.tried += 1
                     counts = per_voice.setdefault(name, [0, 0])
                     counts[0] += 1
@@ -241,9 +256,11 @@ def detection_figure(config: BenchConfig) -> Figure:
         goal=5.0,
         goal_on="value",
         notes=(
-            "detection rate >= 95 %: misses <= 5 %; at the satellite's default"
-            f" --wake-threshold {DEFAULT_WAKE_THRESHOLD} (extras: misses at the"
-            " model's own 0.85)"
+            "detection rate >= 95 %: misses <= 5 %; at the satellite's defaults,"
+            f" --wake-threshold {DEFAULT_WAKE_THRESHOLD} and"
+            f" --wake-noise-suppression {DEFAULT_NOISE_SUPPRESSION_DB:g} (extras:"
+            " misses without the noise suppression, and of the bare model at its"
+            " own 0.85)"
         ),
         extras={
             "phrases": total.tried,
@@ -251,7 +268,8 @@ def detection_figure(config: BenchConfig) -> Figure:
             "misses": total.misses,
             "noisy_miss_percent": round(noisy.miss_percent, 2),
             "per_voice_tried_missed": per_voice,
-            "missed_at_models_own_threshold": len(models_own_misses),
+            "missed_without_noise_suppression": len(unsuppressed_misses),
+            "missed_by_bare_model_at_its_own_threshold": len(models_own_misses),
         },
     )
 
@@ -318,8 +336,10 @@ def false_activation_figure(config: BenchConfig) -> Figure:
         WakeWordListener(MicroWakeWordModel(MODEL, DEFAULT_WAKE_THRESHOLD)),
         _pcm(spliced),
     )
-    models_own = WakeWordListener(MicroWakeWordModel(MODEL, MODELS_OWN_THRESHOLD))
-    models_own_false = detections(models_own, _pcm(stream))
+    unsuppressed = WakeWordListener(
+        MicroWakeWordModel(MODEL, DEFAULT_WAKE_THRESHOLD, NO_SUPPRESSION)
+    )
+    unsuppressed_false = detections(unsuppressed, _pcm(stream))
     return Figure(
         key="wake_false_activations",
         title=(
@@ -338,7 +358,7 @@ def false_activation_figure(config: BenchConfig) -> Figure:
             "minutes": minutes,
             "spliced": SPLICED_WAKE_PHRASES,
             "model_cpu_seconds": round(cpu_seconds, 3),
-            "false_wake_ups_at_models_own_threshold": models_own_false,
+            "false_wake_ups_without_noise_suppression": unsuppressed_false,
         },
     )
 
@@ -571,6 +591,145 @@ async def satellite_figures(config: BenchConfig) -> list[Figure]:
     ]
 
 
+# --- choosing the satellite's defaults, on development data only ------------------
+#
+# ``python -m scripts.benchmarks.wake --tune`` (PYTHONPATH=satellite) prints,
+# per noise-suppression level and threshold, the misses on development wake
+# phrases and the false wake-ups in development speech. None of it is held
+# out: other commands, other noise seeds, other sentences. The satellite's
+# DEFAULT_WAKE_THRESHOLD and DEFAULT_NOISE_SUPPRESSION_DB were read off it by
+# the rule in TUNING_RULE; the figures above then measure them on held-out data.
+
+DEVELOPMENT_COMMANDS = (
+    "switch off the hallway light.",
+    "how warm is it in the nursery?",
+    "open the living room blinds.",
+    "add milk to the shopping list.",
+    "start the robot vacuum.",
+    "dim the dining room lights to thirty percent.",
+    "when is sunset today?",
+    "turn on the porch light.",
+)
+DEVELOPMENT_NOISE_SEED = 20
+# Speech without the wake word; the first streams also hear people say
+# "Okay, ..." and "OK, ...", the model's nearest misses.
+DEVELOPMENT_SENTENCES = (
+    *(command.capitalize() for command in DEVELOPMENT_COMMANDS),
+    *("The oven has reached two hundred degrees.", "The freezer door is open."),
+    *("Your parcel was delivered to the porch.", "The vacuum is stuck."),
+    *("Tomorrow will be cloudy with some sun.", "The bathroom window is open."),
+    *("The baby monitor lost its connection.", "Dinner is ready in ten minutes."),
+    *("Can you pass me the salt, please?", "I think the kettle has boiled."),
+    *("Where did I put my keys?", "We need more coffee filters."),
+    *("The heating turns on at six in the morning.", "Let's have pasta tonight."),
+    *("The plants on the balcony need water.", "The bin goes out on Thursday."),
+    *("Oh no, the milk boiled over.", "Call grandma after lunch."),
+    *("The smoke alarm battery is low.", "Turn the music down a bit."),
+    *("Is anyone using the car today?", "The cat has been fed."),
+    *("Remember to water the tomatoes.", "The living room is too warm."),
+    *("Put the kettle on, would you?", "I'll be home around seven."),
+    *("The hallway light flickers.", "Nobody is home right now."),
+    "Let me check the weather first.",
+)
+NEAR_MISS_SENTENCES = ("Okay, let's eat.", "OK, I'm leaving now.", "Nah, maybe later.")
+DEVELOPMENT_STREAMS = ((31, True), (32, True), (33, True), (41, False), (42, False))
+"""(seed, with the near misses): 30 minutes each."""
+TUNING_LEVELS: tuple[float | None, ...] = (None, -45.0, -60.0)
+TUNING_THRESHOLDS = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7)
+TUNING_RULE = (
+    "no more false wake-ups in the development streams than the setting it"
+    " replaces (0.6, no suppression); then the fewest development misses"
+)
+
+
+def _probabilities(pcm: bytes, level: float | None) -> np.ndarray:
+    """The model's averaged probability after every 30 ms step of ``pcm``.
+
+    One pass gives every threshold its answer: the listener fires where this
+    exceeds the threshold (for the first detection of a stream exactly).
+    """
+    model = MicroWakeWordModel(MODEL, 0.5, level)
+    inner = model._model  # the probabilities, not only the decision
+    values: list[float] = []
+    for start in range(0, len(pcm), CHUNK_BYTES):
+        audio = pcm[start : start + CHUNK_BYTES]
+        if model.noise_suppressor is not None:
+            samples = np.frombuffer(audio, dtype="<i2")
+            audio = model.noise_suppressor.process(samples).astype("<i2").tobytes()
+        for features in model._features.process_streaming(audio):
+            probability = inner.process_streaming_prob(features)
+            if not inner._features:  # a new inference ran
+                values.append(probability or 0.0)
+    return np.asarray(values)
+
+
+def _fires(probabilities: np.ndarray, threshold: float) -> int:
+    """Detections, each followed by the listener's second of deafness."""
+    deaf_steps = round(1.0 / 0.03) + 5  # and the 5-window average refilling
+    count, step = 0, 0
+    while step < len(probabilities):
+        if probabilities[step] > threshold:
+            count += 1
+            step += deaf_steps
+        else:
+            step += 1
+    return count
+
+
+def tune() -> None:
+    """Print the development table the satellite's defaults were read off."""
+    speakers: list[Any] = [lambda t, s=s: piper_16k(t, s) for s in PIPER_SPEEDS]
+    speakers += [lambda t, v=v: espeak_16k(t, v) for v in ESPEAK_VOICES]
+    rng = np.random.default_rng(DEVELOPMENT_NOISE_SEED)
+    phrases = []
+    for speak in speakers:
+        for form in WAKE_FORMS:
+            for command in DEVELOPMENT_COMMANDS:
+                speech = speak(f"{form}, {command}")
+                phrases.append(_pcm(_padded(speech)))
+                phrases.append(
+                    _pcm(mix_at_snr(_padded(speech, 2.0), NOISE_SNR_DB, rng))
+                )
+    ordinary = [speak(text) for speak in speakers for text in DEVELOPMENT_SENTENCES]
+    near = [speak(text) for speak in speakers for text in NEAR_MISS_SENTENCES]
+    streams = []
+    for seed, near_misses in DEVELOPMENT_STREAMS:
+        utterances = ordinary + near if near_misses else ordinary
+        streams.append(_pcm(_development_stream(utterances, seed)))
+    print(f"{len(phrases)} wake phrases (half noisy), {len(streams)} x 30 min")
+    print(f"rule: {TUNING_RULE}")
+    for level in TUNING_LEVELS:
+        heard = [_probabilities(pcm, level) for pcm in phrases]
+        in_speech = [_probabilities(pcm, level) for pcm in streams]
+        for threshold in TUNING_THRESHOLDS:
+            missed = sum(not bool(np.any(p > threshold)) for p in heard)
+            false = [_fires(p, threshold) for p in in_speech]
+            print(
+                f"suppression {level if level is not None else 'off':>5}"
+                f"  threshold {threshold:.2f}  missed {missed:3d}/{len(heard)}"
+                f"  false wake-ups {sum(false):2d} {false}",
+                flush=True,
+            )
+
+
+def _development_stream(utterances: list[np.ndarray], seed: int) -> np.ndarray:
+    """30 minutes of ``utterances`` in household noise, as _speech_stream makes."""
+    rng = np.random.default_rng(seed)
+    target = round(FALSE_ACTIVATION_MINUTES_FULL * 60 * RATE)
+    parts: list[np.ndarray] = []
+    length = 0
+    order = rng.permutation(len(utterances))
+    while length < target:
+        gap = np.zeros(round(rng.uniform(0.5, 3.0) * RATE))
+        speech = utterances[order[len(parts) // 2 % len(order)]] * rng.uniform(0.3, 1)
+        parts += [gap, speech]
+        length += len(gap) + len(speech)
+    stream = np.concatenate(parts)[:target]
+    level = float(np.sqrt(np.mean(stream[np.abs(stream) > 300] ** 2)))
+    noise = household_noise(len(stream), rng) * level / 10 ** (15 / 20)
+    return np.asarray(stream + noise)
+
+
 async def wake_figures(config: BenchConfig) -> list[Figure]:
     """Every wake-word figure."""
     loop = asyncio.get_running_loop()
@@ -580,3 +739,9 @@ async def wake_figures(config: BenchConfig) -> list[Figure]:
     ]
     figures.extend(await satellite_figures(config))
     return figures
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--tune"]:
+        raise SystemExit("usage: python -m scripts.benchmarks.wake --tune")
+    tune()
