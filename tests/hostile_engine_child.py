@@ -50,6 +50,9 @@ def main(config: dict[str, Any]) -> None:
     if mode == "flood":
         sys.stdin.buffer.read()  # until the host closes stdin
         return
+    if mode == "bad_answers":
+        _answer_badly(out)
+        return
     request = _read_request()
     if mode == "huge_frame":
         out.write(struct.pack(">II", 20, 1 << 30))
@@ -65,3 +68,33 @@ def main(config: dict[str, Any]) -> None:
             )
     out.flush()
     sys.stdin.buffer.read()
+
+
+# Well-formed frames whose values are wrong, one kind per request.
+_LOADED: dict[str, Any] = {"voices": [], "models": []}
+_BAD_ANSWERS: dict[str, dict[str, Any]] = {
+    "load": {"op": "end", "rate": 0, **_LOADED},
+    "synth": {"op": "chunk", "rate": 22050, "text": 7},
+    "transcribe": {"op": "end", "text": "hi", "language": 5, "duration": 1.0},
+    "stream": {"op": "end", "text": "hi", "language": "en", "duration": True},
+}
+
+
+def _answer_badly(out: Any) -> None:
+    """Answer every request with a frame whose values are wrong."""
+    waiting: dict[int, str] = {}
+    while len(lengths := sys.stdin.buffer.read(8)) == 8:
+        header_size, payload_size = struct.unpack(">II", lengths)
+        header: dict[str, Any] = json.loads(sys.stdin.buffer.read(header_size))
+        sys.stdin.buffer.read(payload_size)
+        op, call = header["op"], header["id"]
+        if op in ("transcribe", "stream"):
+            waiting[call] = op  # answered at "run"
+            continue
+        if op == "run":
+            op = waiting.pop(call, op)
+        if (answer := _BAD_ANSWERS.get(op)) is not None:
+            if answer["op"] == "end":
+                answer = {**_LOADED, **answer}
+            out.write(_frame({**answer, "id": call}))
+            out.flush()

@@ -181,6 +181,45 @@ async def test_idle_process_exits_and_the_next_request_starts_another() -> None:
         await host.close()
 
 
+async def test_utterance_given_up_leaves_the_engine_free(host: EngineHost) -> None:
+    """A stream nobody finishes (the satellite went away mid-command) and a
+    transcription cancelled mid-way stop in the child: the next command is
+    heard in full."""
+    piper = HostedPiper(host)
+    whisper = HostedWhisper(host, WHISPER_DIR)
+    chunks = [chunk async for chunk in piper.synthesize(COMMAND, JOE)]
+    rate = chunks[0].sample_rate
+    speech = b"".join(chunk.audio for chunk in chunks)
+
+    given_up = whisper.stream(sample_rate=rate, language="en")
+    given_up.feed(speech[: len(speech) // 2])
+    await asyncio.sleep(0.2)
+    await given_up.aclose()
+    await given_up.aclose()  # twice is harmless
+    cancelled = asyncio.create_task(
+        whisper.transcribe(speech, sample_rate=rate, language="en")
+    )
+    await asyncio.sleep(0.05)
+    cancelled.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled
+
+    async with asyncio.timeout(60):
+        transcript = await whisper.transcribe(speech, sample_rate=rate, language="en")
+    assert normalise(transcript.text) == normalise(COMMAND)
+    assert host.starts == 1
+
+
+async def test_stream_without_speech_is_heard_as_nothing(host: EngineHost) -> None:
+    """An utterance that ends before any audio arrived is empty, not an error."""
+    stream = HostedWhisper(host, WHISPER_DIR).stream(language="en")
+    stream.feed(b"")
+    transcript = await stream.finish()
+    assert transcript.text == ""
+    assert stream.text_so_far == ""
+    assert stream.decodes_before_end == 0
+
+
 async def test_process_killed_mid_synthesis_fails_that_request_only(
     host: EngineHost,
 ) -> None:
@@ -241,6 +280,33 @@ async def test_child_that_breaks_the_protocol_is_an_engine_error(
     finally:
         await host.close()
     assert host.starts == 1
+
+
+async def test_wrong_values_from_the_child_are_engine_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Well-formed frames with wrong values (a zero sample rate, a number for
+    text, a language that is no string, a duration that is no number) fail
+    each request with EngineError, never a raw exception or a bad result."""
+    monkeypatch.setenv("HOSTILE_ENGINE_CHILD", "bad_answers")
+    host = EngineHost(idle_exit_after=None, child_module="tests.hostile_engine_child")
+    piper = HostedPiper(host)
+    whisper = HostedWhisper(host, WHISPER_DIR)
+    speech = bytes(3200)
+    try:
+        async with asyncio.timeout(60):
+            with pytest.raises(EngineError, match="sample rate"):
+                await piper.load(JOE)
+            with pytest.raises(EngineError):
+                [chunk async for chunk in piper.synthesize(COMMAND, JOE)]
+            with pytest.raises(EngineError, match="language"):
+                await whisper.transcribe(speech, language="en")
+            stream = whisper.stream(language="en")
+            stream.feed(speech)
+            with pytest.raises(EngineError, match="duration"):
+                await stream.finish()
+    finally:
+        await host.close()
 
 
 async def test_child_that_will_not_start_is_an_engine_error(

@@ -616,6 +616,67 @@ async def test_final_result_alone_when_nothing_was_decoded_early(
     assert final.text == results[0].text
 
 
+async def test_long_command_and_silence_on_the_device(
+    hass: HomeAssistant,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command longer than one Whisper window is heard whole at its end, and a
+    stream that ends before any audio is an STT error, not a crash."""
+    if tts_ai_stt.PARTIAL_SPEECH_RESULT is None:  # Home Assistant 2026.10
+        monkeypatch.setattr(tts_ai_stt, "PARTIAL_SPEECH_RESULT", _PartialResult)
+    await setup_local_only_entry(hass, model_server, shared_config_dir)
+    command = await decode_pcm(
+        await synthesize_wav(
+            "Set the living room lights to fifty percent, then close the blinds in"
+            " the bedroom, turn off the television in the kitchen, lock the front"
+            " door, and arm the alarm system for the night."
+        )
+    )
+    pause = bytes(2 * 16000)
+    # Said three times: past the ~29 s one Whisper window takes.
+    long_speech = (command + pause) * 3
+    assert len(long_speech) > tts_ai_stt.STREAMED_PCM_MAX_BYTES
+    metadata = stt.SpeechMetadata(
+        language="en-US",
+        format=stt.AudioFormats.WAV,
+        codec=stt.AudioCodecs.PCM,
+        bit_rate=stt.AudioBitRates.BITRATE_16,
+        sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
+        channel=stt.AudioChannels.CHANNEL_MONO,
+    )
+
+    async def microphone(audio: bytes) -> AsyncIterator[bytes]:
+        for offset in range(0, len(audio), 640):
+            yield audio[offset : offset + 640]
+
+    entity = stt.async_get_speech_to_text_entity(
+        hass, "stt.tts_ai_on_device_speech_to_text"
+    )
+    assert isinstance(entity, tts_ai_stt.TtsAiSTTEntity)
+    long_results = [
+        result
+        async for result in entity.async_process_audio_stream_with_progress(
+            metadata, microphone(long_speech)
+        )
+    ]
+    silent_results = [
+        result
+        async for result in entity.async_process_audio_stream_with_progress(
+            metadata, microphone(b"")
+        )
+    ]
+
+    final = long_results[-1]
+    assert isinstance(final, stt.SpeechResult)
+    assert final.result is stt.SpeechResultState.SUCCESS
+    words = final.text.lower()
+    assert "living room" in words
+    assert "alarm" in words
+    assert silent_results == [stt.SpeechResult(None, stt.SpeechResultState.ERROR)]
+
+
 async def speak_with(
     hass: HomeAssistant, hass_client, entity_id: str, message: str
 ) -> bytes:
