@@ -210,6 +210,22 @@ async def test_utterance_given_up_leaves_the_engine_free(host: EngineHost) -> No
     assert host.starts == 1
 
 
+async def test_child_runs_through_the_interpreter_command(tmp_path: Path) -> None:
+    """The child's Python can be started through another command (the emulated
+    aarch64 check starts it through qemu): the engines work through it."""
+    marker = tmp_path / "started"
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f'#!/bin/sh\ntouch "{marker}"\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    host = EngineHost(PROFILE, idle_exit_after=None, interpreter=[str(wrapper)])
+    try:
+        chunks = [chunk async for chunk in HostedPiper(host).synthesize(COMMAND, JOE)]
+    finally:
+        await host.close()
+    assert marker.exists()
+    assert sum(len(chunk.audio) for chunk in chunks) > 22050  # over half a second
+
+
 async def test_stream_without_speech_is_heard_as_nothing(host: EngineHost) -> None:
     """An utterance that ends before any audio arrived is empty, not an error."""
     stream = HostedWhisper(host, WHISPER_DIR).stream(language="en")

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import os
 from pathlib import Path
 import platform
 import sys
@@ -129,8 +130,13 @@ async def engines(job: dict[str, Any], work: Path) -> dict[str, Any]:
     voice = local.LocalVoice(
         voice_files.key, voice_files.model_path, voice_files.config_path
     )
-    piper = local.PiperEngine(profile, idle_unload_after=None)
-    whisper = local.WhisperEngine(whisper_dir, profile, idle_unload_after=None)
+    # As the integration runs them: in their own process (local/engine_host.py),
+    # an aarch64 Python started through the command the host side names.
+    host = local.EngineHost(
+        profile, idle_exit_after=None, interpreter=job.get("child_interpreter")
+    )
+    piper = local.HostedPiper(host)
+    whisper = local.HostedWhisper(host, whisper_dir)
     spoken: list[dict[str, Any]] = []
     speech: list[bytes] = []
     rate = 0
@@ -173,9 +179,15 @@ async def engines(job: dict[str, Any], work: Path) -> dict[str, Any]:
             "language": transcript.language,
             "emulated_seconds": round(time.monotonic() - started, 1),
         }
+        result["engine_process"] = {
+            "pid": host.pid,
+            "guest_pid": os.getpid(),
+            "starts": host.starts,
+        }
     finally:
         await piper.close()
         await whisper.close()
+        await host.close()
     result["spoken"] = spoken
     result["profile"] = profile_facts(profile)
     return result

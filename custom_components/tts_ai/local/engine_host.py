@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 import contextlib
 import dataclasses
 import itertools
@@ -97,6 +97,7 @@ class EngineHost:
         idle_exit_after: float | None = 600.0,
         max_loaded_voices: int = 2,
         child_module: str | None = None,
+        interpreter: Sequence[str] | None = None,
     ) -> None:
         """Prepare the host; the child starts with the first request.
 
@@ -104,7 +105,11 @@ class EngineHost:
         ``idle_exit_after=None`` keeps the child until :meth:`close`.
         ``child_module`` names another module to run in the child (its
         ``main(config)``): tests put a misbehaving child there.
+        ``interpreter`` is the command that runs the child's Python, this
+        interpreter by default (the emulated aarch64 check starts it through
+        qemu, which cannot run an aarch64 program by itself).
         """
+        self.interpreter = list(interpreter or [sys.executable])
         self._profile = profile
         self.child_module = child_module or f"{__package__}.engine_child"
         self._max_loaded_voices = max_loaded_voices
@@ -246,7 +251,7 @@ class _Child:
     async def start(cls, host: EngineHost) -> _Child:
         """Start a child and wait until it is ready."""
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _BOOTSTRAP, _launch_spec(host),
+            *host.interpreter, "-c", _BOOTSTRAP, _launch_spec(host),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
