@@ -27,11 +27,11 @@ from .host_protocol import (
 from .pcm import WHISPER_SAMPLE_RATE, PcmChunk
 from .piper_engine import (
     LocalVoice,
+    VoiceSampleRates,
     length_scale_for,
-    read_sample_rate,
     split_for_streaming,
 )
-from .whisper_engine import Transcript
+from .whisper_engine import Transcript, check_sample_rate
 
 
 def _voice_spec(voice: LocalVoice) -> dict[str, str]:
@@ -48,7 +48,7 @@ class HostedPiper:
     def __init__(self, host: EngineHost) -> None:
         """Use ``host``'s child; nothing starts until the first request."""
         self._host = host
-        self._sample_rates: dict[LocalVoice, int] = {}
+        self._sample_rates = VoiceSampleRates()
 
     @property
     def loaded_voices(self) -> list[str]:
@@ -57,20 +57,16 @@ class HostedPiper:
 
     def sample_rate(self, voice: LocalVoice) -> int:
         """Return the sample rate of ``voice``'s audio (see PiperEngine)."""
-        rate = self._sample_rates.get(voice)
-        if rate is None:
-            rate = read_sample_rate(voice.config_path)
-            self._sample_rates[voice] = rate
-        return rate
+        return self._sample_rates.of(voice)
 
     def known_sample_rate(self, voice: LocalVoice) -> int | None:
         """Return the rate of ``voice``'s audio if known without reading a file."""
-        return self._sample_rates.get(voice)
+        return self._sample_rates.known(voice)
 
     async def load(self, voice: LocalVoice) -> None:
         """Load ``voice`` in the engine process and warm it up."""
         reply = await self._host.request({"op": "load", "voice": _voice_spec(voice)})
-        self._sample_rates[voice] = _positive(field(reply, "rate", int))
+        self._sample_rates.remember(voice, _positive(field(reply, "rate", int)))
 
     async def synthesize(
         self, text: str, voice: LocalVoice, *, speed: float = 1.0
@@ -96,7 +92,7 @@ class HostedPiper:
                     if header["op"] == "end":
                         return
                     rate = _positive(field(header, "rate", int))
-                    self._sample_rates[voice] = rate
+                    self._sample_rates.remember(voice, rate)
                     yield PcmChunk(
                         audio=audio, sample_rate=rate, text=field(header, "text", str)
                     )
@@ -163,8 +159,7 @@ class HostedWhisper:
         language: str | None = None,
     ) -> Transcript:
         """Transcribe 16-bit mono PCM (see WhisperEngine.transcribe)."""
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, not {sample_rate}")
+        check_sample_rate(sample_rate)
         if len(pcm16) < 2:
             return Transcript(text="", language=language, duration=0.0)
         with self._host.in_use():
@@ -190,8 +185,7 @@ class HostedWhisper:
         language: str | None = None,
     ) -> HostedWhisperStream:
         """Start transcribing an utterance that arrives in pieces."""
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, not {sample_rate}")
+        check_sample_rate(sample_rate)
         return HostedWhisperStream(
             self._host, self._request("stream", sample_rate, language), language
         )

@@ -99,6 +99,33 @@ class LocalVoice:
     config_path: Path
 
 
+class VoiceSampleRates:
+    """The rate each voice's audio comes at, remembered once known.
+
+    Known without file access once a voice has been loaded or has spoken;
+    before that the voice's small JSON config is read (blocking).
+    """
+
+    def __init__(self) -> None:
+        """Start knowing no voice's rate."""
+        self._rates: dict[LocalVoice, int] = {}
+
+    def of(self, voice: LocalVoice) -> int:
+        """Return ``voice``'s rate, reading its config if it is not known yet."""
+        rate = self._rates.get(voice)
+        if rate is None:
+            rate = self._rates[voice] = _read_sample_rate(voice.config_path)
+        return rate
+
+    def known(self, voice: LocalVoice) -> int | None:
+        """Return ``voice``'s rate if known without reading a file."""
+        return self._rates.get(voice)
+
+    def remember(self, voice: LocalVoice, rate: int) -> None:
+        """Keep ``rate`` as ``voice``'s (it was loaded, or its audio said so)."""
+        self._rates[voice] = rate
+
+
 @dataclass
 class _LoadedVoice:
     """A voice ready to synthesise."""
@@ -135,7 +162,7 @@ class PiperEngine:
         # Least recently used first.
         self._voices: OrderedDict[str, _LoadedVoice] = OrderedDict()
         self._load_locks: dict[str, asyncio.Lock] = {}
-        self._sample_rates: dict[LocalVoice, int] = {}
+        self._sample_rates = VoiceSampleRates()
         self._idle = IdleReleaser(idle_unload_after, self.unload)
         self._syntheses = 0
         # Every inference runs on this one thread, one at a time. Two at once
@@ -156,15 +183,11 @@ class PiperEngine:
         that the small JSON config is read (call :meth:`load` first from
         the event loop to avoid even that).
         """
-        rate = self._sample_rates.get(voice)
-        if rate is None:
-            rate = read_sample_rate(voice.config_path)
-            self._sample_rates[voice] = rate
-        return rate
+        return self._sample_rates.of(voice)
 
     def known_sample_rate(self, voice: LocalVoice) -> int | None:
         """Return the rate of ``voice``'s audio if known without reading a file."""
-        return self._sample_rates.get(voice)
+        return self._sample_rates.known(voice)
 
     def _inference_thread(self) -> ThreadPoolExecutor:
         """Return the thread that loads voices and runs every inference."""
@@ -273,7 +296,7 @@ class PiperEngine:
             loaded = await loop.run_in_executor(
                 self._inference_thread(), _load_voice, voice, self._profile
             )
-            self._sample_rates[voice] = loaded.sample_rate
+            self._sample_rates.remember(voice, loaded.sample_rate)
             self._voices[voice.key] = loaded
             evicted: list[_LoadedVoice] = []
             while len(self._voices) > self._max_loaded_voices:
@@ -389,7 +412,7 @@ def length_scale_for(speed: float) -> float:
     return 1.0 / speed
 
 
-def read_sample_rate(config_path: Path) -> int:
+def _read_sample_rate(config_path: Path) -> int:
     """Read a voice's output sample rate from its JSON config."""
     with config_path.open(encoding="utf-8") as config_file:
         return int(json.load(config_file)["audio"]["sample_rate"])

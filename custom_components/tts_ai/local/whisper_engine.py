@@ -152,8 +152,7 @@ class WhisperEngine:
         None lets Whisper detect it (English-only models always say "en").
         Empty audio gives an empty transcript without touching the model.
         """
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, not {sample_rate}")
+        check_sample_rate(sample_rate)
         if len(pcm16) < 2:
             return Transcript(text="", language=language, duration=0.0)
         return await self._job(self._run, pcm16, sample_rate, language)
@@ -167,8 +166,7 @@ class WhisperEngine:
         :meth:`WhisperStream.finish` at its end: decoding happens while the
         audio arrives, so little is left to do then.
         """
-        if sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, not {sample_rate}")
+        check_sample_rate(sample_rate)
         return WhisperStream(self, sample_rate, language)
 
     async def unload(self) -> None:
@@ -509,6 +507,12 @@ class _PauseFinder:
         decode: Whisper makes words up from silence ("I'll", "you").
         """
         return any(e > start for _, e in self._speech)
+
+
+def check_sample_rate(sample_rate: int) -> None:
+    """Refuse a rate no audio can have, before any work is queued."""
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, not {sample_rate}")
 
 
 def _bare(word: str) -> str:
