@@ -464,17 +464,48 @@ class _PartialResult:
     speaker_id: str | None = None
 
 
+@pytest.fixture
+def partial_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Partial STT results, as Home Assistant 2026.11 takes them (also on 2026.10)."""
+    if tts_ai_stt.PARTIAL_SPEECH_RESULT is None:  # Home Assistant 2026.10
+        monkeypatch.setattr(tts_ai_stt, "PARTIAL_SPEECH_RESULT", _PartialResult)
+
+
+# What Assist sends: 16 kHz 16-bit mono PCM.
+ASSIST_AUDIO = stt.SpeechMetadata(
+    language="en-US",
+    format=stt.AudioFormats.WAV,
+    codec=stt.AudioCodecs.PCM,
+    bit_rate=stt.AudioBitRates.BITRATE_16,
+    sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
+    channel=stt.AudioChannels.CHANNEL_MONO,
+)
+
+
+def on_device_stt(hass: HomeAssistant) -> tts_ai_stt.TtsAiSTTEntity:
+    """The STT entity of the device-only entry."""
+    entity = stt.async_get_speech_to_text_entity(
+        hass, "stt.tts_ai_on_device_speech_to_text"
+    )
+    assert isinstance(entity, tts_ai_stt.TtsAiSTTEntity)
+    return entity
+
+
+async def in_chunks(audio: bytes) -> AsyncIterator[bytes]:
+    """``audio`` in Assist's 20 ms chunks, as fast as they are taken."""
+    for offset in range(0, len(audio), 640):
+        yield audio[offset : offset + 640]
+
+
+@pytest.mark.usefixtures("partial_results")
 async def test_local_stt_decodes_while_the_user_speaks(
     hass: HomeAssistant,
     model_server: ModelServer,
     shared_config_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Assist audio arriving in real time: what was said before a pause is
     heard (a partial result, HA 2026.11) while the user still speaks, and the
     final result is the whole command."""
-    if tts_ai_stt.PARTIAL_SPEECH_RESULT is None:  # Home Assistant 2026.10
-        monkeypatch.setattr(tts_ai_stt, "PARTIAL_SPEECH_RESULT", _PartialResult)
     entry = await setup_local_only_entry(hass, model_server, shared_config_dir)
     # The model loaded, as for every command but the first after a quiet spell
     # (the engine process then starts and loads it while the user speaks): on
@@ -498,22 +529,10 @@ async def test_local_stt_decodes_while_the_user_speaks(
             yield audio[offset : offset + 640]
         ended = True
 
-    entity = stt.async_get_speech_to_text_entity(
-        hass, "stt.tts_ai_on_device_speech_to_text"
-    )
-    assert isinstance(entity, tts_ai_stt.TtsAiSTTEntity)
     heard_while_speaking: list[str] = []
     finals: list[stt.SpeechResult] = []
-    async for result in entity.async_process_audio_stream_with_progress(
-        stt.SpeechMetadata(
-            language="en-US",
-            format=stt.AudioFormats.WAV,
-            codec=stt.AudioCodecs.PCM,
-            bit_rate=stt.AudioBitRates.BITRATE_16,
-            sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
-            channel=stt.AudioChannels.CHANNEL_MONO,
-        ),
-        microphone(),
+    async for result in on_device_stt(hass).async_process_audio_stream_with_progress(
+        ASSIST_AUDIO, microphone()
     ):
         if isinstance(result, stt.SpeechResult):
             finals.append(result)
@@ -581,42 +600,26 @@ async def test_engine_process_killed_mid_announcement_then_the_next_is_spoken(
     assert local.engines.pid not in (None, pid)
 
 
+@pytest.mark.usefixtures("partial_results")
 async def test_final_result_alone_when_nothing_was_decoded_early(
     hass: HomeAssistant,
     model_server: ModelServer,
     shared_config_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A command without a pause is heard whole at its end: no partial result,
     and Home Assistant 2026.10's call (final result only) gets the same words."""
-    if tts_ai_stt.PARTIAL_SPEECH_RESULT is None:  # Home Assistant 2026.10
-        monkeypatch.setattr(tts_ai_stt, "PARTIAL_SPEECH_RESULT", _PartialResult)
     await setup_local_only_entry(hass, model_server, shared_config_dir)
     command = await decode_pcm(await synthesize_wav("Open the garage door."))
-    metadata = stt.SpeechMetadata(
-        language="en-US",
-        format=stt.AudioFormats.WAV,
-        codec=stt.AudioCodecs.PCM,
-        bit_rate=stt.AudioBitRates.BITRATE_16,
-        sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
-        channel=stt.AudioChannels.CHANNEL_MONO,
-    )
-
-    async def microphone() -> AsyncIterator[bytes]:
-        for offset in range(0, len(command), 640):
-            yield command[offset : offset + 640]
-
-    entity = stt.async_get_speech_to_text_entity(
-        hass, "stt.tts_ai_on_device_speech_to_text"
-    )
-    assert isinstance(entity, tts_ai_stt.TtsAiSTTEntity)
+    entity = on_device_stt(hass)
     results = [
         result
         async for result in entity.async_process_audio_stream_with_progress(
-            metadata, microphone()
+            ASSIST_AUDIO, in_chunks(command)
         )
     ]
-    final = await entity.internal_async_process_audio_stream(metadata, microphone())
+    final = await entity.internal_async_process_audio_stream(
+        ASSIST_AUDIO, in_chunks(command)
+    )
 
     assert len(results) == 1
     assert isinstance(results[0], stt.SpeechResult)
@@ -624,16 +627,14 @@ async def test_final_result_alone_when_nothing_was_decoded_early(
     assert final.text == results[0].text
 
 
+@pytest.mark.usefixtures("partial_results")
 async def test_long_command_and_silence_on_the_device(
     hass: HomeAssistant,
     model_server: ModelServer,
     shared_config_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A command longer than one Whisper window is heard whole at its end, and a
     stream that ends before any audio is an STT error, not a crash."""
-    if tts_ai_stt.PARTIAL_SPEECH_RESULT is None:  # Home Assistant 2026.10
-        monkeypatch.setattr(tts_ai_stt, "PARTIAL_SPEECH_RESULT", _PartialResult)
     await setup_local_only_entry(hass, model_server, shared_config_dir)
     command = await decode_pcm(
         await synthesize_wav(
@@ -646,33 +647,17 @@ async def test_long_command_and_silence_on_the_device(
     # Said three times: past the ~29 s one Whisper window takes.
     long_speech = (command + pause) * 3
     assert len(long_speech) > tts_ai_stt.STREAMED_PCM_MAX_BYTES
-    metadata = stt.SpeechMetadata(
-        language="en-US",
-        format=stt.AudioFormats.WAV,
-        codec=stt.AudioCodecs.PCM,
-        bit_rate=stt.AudioBitRates.BITRATE_16,
-        sample_rate=stt.AudioSampleRates.SAMPLERATE_16000,
-        channel=stt.AudioChannels.CHANNEL_MONO,
-    )
-
-    async def microphone(audio: bytes) -> AsyncIterator[bytes]:
-        for offset in range(0, len(audio), 640):
-            yield audio[offset : offset + 640]
-
-    entity = stt.async_get_speech_to_text_entity(
-        hass, "stt.tts_ai_on_device_speech_to_text"
-    )
-    assert isinstance(entity, tts_ai_stt.TtsAiSTTEntity)
+    entity = on_device_stt(hass)
     long_results = [
         result
         async for result in entity.async_process_audio_stream_with_progress(
-            metadata, microphone(long_speech)
+            ASSIST_AUDIO, in_chunks(long_speech)
         )
     ]
     silent_results = [
         result
         async for result in entity.async_process_audio_stream_with_progress(
-            metadata, microphone(b"")
+            ASSIST_AUDIO, in_chunks(b"")
         )
     ]
 
