@@ -38,24 +38,8 @@ FFMPEG_FROM_STDIN = ("ffmpeg", "-v", "error", "-i", "-")
 
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
-    """The developer's configuration.yaml, on a free port, without the web UI.
-
-    The web UI is the one part changed: Home Assistant refuses to run without a
-    frontend (it falls back to recovery mode), and the test needs none of its
-    110 MB, so an empty development checkout of it stands in.
-    """
-    configuration = realhass.load_configuration(realhass.DEFAULT_CONFIG_DIR)
-    configuration["homeassistant"] = {
-        **configuration["homeassistant"],
-        "internal_url": f"http://127.0.0.1:{realhass.free_port()}",
-    }
-    frontend_checkout = tmp_path / "frontend"
-    for served in ("static", "frontend_latest", "frontend_es5"):
-        (frontend_checkout / "hass_frontend" / served).mkdir(parents=True)
-    configuration["frontend"] = {"development_repo": str(frontend_checkout)}
-    directory = tmp_path / "config"
-    realhass.write_configuration(directory, configuration)
-    return directory
+    """The developer's configuration.yaml, on a free port, without the web UI."""
+    return realhass.throwaway_config_dir(tmp_path)
 
 
 @pytest.fixture

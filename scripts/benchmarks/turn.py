@@ -172,26 +172,6 @@ def command_audio() -> dict[int, bytes]:
 # --- Home Assistant set-up (blocking: run in a thread) ------------------------
 
 
-def make_config_dir(root: Path, logs: dict[str, str] | None = None) -> Path:
-    """The develop configuration on a free port, with an empty frontend checkout.
-
-    ``logs``: loggers to set to other levels than warning.
-    """
-    configuration = realhass.load_configuration(realhass.DEFAULT_CONFIG_DIR)
-    configuration["homeassistant"] = {
-        **configuration["homeassistant"],
-        "internal_url": f"http://127.0.0.1:{realhass.free_port()}",
-    }
-    frontend = root / "frontend"
-    for served in ("static", "frontend_latest", "frontend_es5"):
-        (frontend / "hass_frontend" / served).mkdir(parents=True)
-    configuration["frontend"] = {"development_repo": str(frontend)}
-    configuration["logger"] = {"default": "warning", "logs": logs or {}}
-    directory = root / "config"
-    realhass.write_configuration(directory, configuration)
-    return directory
-
-
 def _flow(dev: realhass.DevInstance, path: str, body: dict[str, Any]) -> Any:
     answer = realhass.http_request(
         "POST", f"{dev.hass_url}{path}", token=dev.token, json_body=body
@@ -356,7 +336,9 @@ def running_home_assistant(
 ) -> Iterator[realhass.DevInstance]:
     """A throw-away ``hass`` with the develop config and a TTS.ai cloud entry."""
     with tempfile.TemporaryDirectory(prefix="bench-turn-") as scratch:
-        config_dir = make_config_dir(Path(scratch), logs)
+        config_dir = realhass.throwaway_config_dir(
+            Path(scratch), {"default": "warning", "logs": logs or {}}
+        )
         with realhass.running_instance(
             config_dir, standin_port=realhass.free_port(), output=output
         ) as dev:

@@ -137,11 +137,7 @@ def configuration(tmp: Path, port: int) -> dict[str, Any]:
         "elevation": 0,
         "internal_url": f"http://127.0.0.1:{port}",
     }
-    # Home Assistant needs a frontend; an empty development checkout will do.
-    frontend_checkout = tmp / "frontend"
-    for served in ("static", "frontend_latest", "frontend_es5"):
-        (frontend_checkout / "hass_frontend" / served).mkdir(parents=True)
-    config["frontend"] = {"development_repo": str(frontend_checkout)}
+    config["frontend"] = realhass.frontend_stand_in(tmp)
     config["logger"] = {
         "default": "warning",
         "logs": {"custom_components.tts_ai": "info"},

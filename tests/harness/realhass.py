@@ -306,6 +306,35 @@ def _requirements_closure(domains: Iterable[str]) -> list[str]:
     return requirements
 
 
+def frontend_stand_in(root: Path) -> dict[str, str]:
+    """A ``frontend:`` section pointing at an empty development checkout in ``root``.
+
+    Home Assistant refuses to run without a frontend (it falls back to
+    recovery mode), and tests and benchmarks need none of its 110 MB.
+    """
+    checkout = root / "frontend"
+    for served in ("static", "frontend_latest", "frontend_es5"):
+        (checkout / "hass_frontend" / served).mkdir(parents=True)
+    return {"development_repo": str(checkout)}
+
+
+def throwaway_config_dir(root: Path, logger: Mapping[str, Any] | None = None) -> Path:
+    """The developer's configuration.yaml under ``root``, on a free port, without
+    the web UI (:func:`frontend_stand_in`); ``logger`` replaces its ``logger:``
+    section."""
+    configuration = load_configuration(DEFAULT_CONFIG_DIR)
+    configuration["homeassistant"] = {
+        **configuration["homeassistant"],
+        "internal_url": f"http://{LOOPBACK}:{free_port()}",
+    }
+    configuration["frontend"] = frontend_stand_in(root)
+    if logger is not None:
+        configuration["logger"] = dict(logger)
+    directory = root / "config"
+    write_configuration(directory, configuration)
+    return directory
+
+
 def prepare_config_dir(config_dir: Path) -> None:
     """Make Home Assistant find the integration: link it into the config dir.
 
