@@ -192,9 +192,15 @@ class TtsAiClient:
             body = json_fields({**fields, "text": chunk, "format": part_format})
             return self._calls.request(ep.TTS, json=body)
 
+        return await self._whole(text, format, one_part)
+
+    async def _whole(
+        self, text: str, fmt: str, one_part: Callable[[str, str], ApiRequest]
+    ) -> AudioResult:
+        """Synthesize ``text`` in as many parts as the plan's limits need."""
         return await self._synthesis.whole(
             text,
-            format,
+            fmt,
             one_part,
             max_chars=self.max_text_chars,
             concurrency=self.plan_limits.concurrent_requests,
@@ -258,13 +264,7 @@ class TtsAiClient:
             values = form_fields({**fields, "text": chunk, "format": part_format})
             return self._calls.request(ep.CLONE, fields=values, upload=upload)
 
-        return await self._synthesis.whole(
-            text,
-            format,
-            one_part,
-            max_chars=self.max_text_chars,
-            concurrency=self.plan_limits.concurrent_requests,
-        )
+        return await self._whole(text, format, one_part)
 
     # --- Speech recognition and transformation -----------------------------------
 
