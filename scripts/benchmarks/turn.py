@@ -181,7 +181,7 @@ def _flow(dev: realhass.DevInstance, path: str, body: dict[str, Any]) -> Any:
     return answer.body
 
 
-def add_device_entry(dev: realhass.DevInstance, models_url: str) -> str:
+def add_device_entry(dev: realhass.DevInstance) -> str:
     """A device-only TTS.ai entry with the joe voice and Whisper tiny.en."""
     flow = _flow(
         dev,
@@ -200,8 +200,10 @@ def add_device_entry(dev: realhass.DevInstance, models_url: str) -> str:
         {
             "local_engine": "built_in",
             "model_downloads": {
-                "piper_voices_url": f"{models_url}/rhasspy/piper-voices/resolve/main/",
-                "whisper_models_url": models_url,
+                "piper_voices_url": (
+                    f"{dev.models_url}/rhasspy/piper-voices/resolve/main/"
+                ),
+                "whisper_models_url": dev.models_url,
                 "local_voices": [VOICE_KEY],
                 "whisper_model": "tiny.en",
             },
@@ -562,12 +564,9 @@ async def _measure(
 ) -> list[Figure]:
     profile = device_profile(config)
     threads = profile.intra_op_threads
-    # realhass serves the models on the port after the stand-in's.
-    standin_port = int(dev.standin_url.removesuffix("/v1/").rsplit(":", 1)[1])
-    models_url = f"http://{realhass.LOOPBACK}:{standin_port + 1}"
     # One entry after the other: both fetch the same models into one folder.
     await run_blocking(wait_models_ready, dev, 1)
-    device_entry = await run_blocking(add_device_entry, dev, models_url)
+    device_entry = await run_blocking(add_device_entry, dev)
     cloud_entry = str(dev.entry["entry_id"])
     await run_blocking(wait_models_ready, dev, 2)
     async with (

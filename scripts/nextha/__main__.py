@@ -51,7 +51,8 @@ from tests.harness import realhass
 FIRST = "Turn on the living room lights."
 SECOND = "Then close the front door."
 PAUSE_SECONDS = 0.7
-PARTIAL_LINE = re.compile(r"Partial result: (?P<text>.*)$")
+# "2026-11-26 05:40:01.301+00:00 DEBUG (MainThread) [...] Partial result: ..."
+PARTIAL_LINE = re.compile(r"^(?P<at>\S+ \S+) .*Partial result: (?P<text>.*)$")
 
 
 def _speech() -> bytes:
@@ -95,10 +96,8 @@ def check(log_path: Path) -> list[str]:
     ):
         version = _version(dev)
         print(f"next-ha-check: Home Assistant {version}", flush=True)
-        standin_port = int(dev.standin_url.removesuffix("/v1/").rsplit(":", 1)[1])
-        models_url = f"http://{realhass.LOOPBACK}:{standin_port + 1}"
         wait_models_ready(dev, 1)
-        entry = add_device_entry(dev, models_url)
+        entry = add_device_entry(dev)
         wait_models_ready(dev, 2)
         stt = entry_entity(dev, entry, "stt")
         tts = entry_entity(dev, entry, "tts")
@@ -131,11 +130,9 @@ def _partials(log: str) -> list[tuple[float, str]]:
     for line in log.splitlines():
         if (match := PARTIAL_LINE.search(line)) is None:
             continue
-        try:  # "2026-11-26 05:40:01.301+00:00 DEBUG ..."
-            at = datetime.fromisoformat(
-                line.split(" ", 2)[0] + " " + line.split(" ", 2)[1]
-            )
-        except ValueError, IndexError:
+        try:
+            at = datetime.fromisoformat(match["at"])
+        except ValueError:
             continue
         found.append((at.timestamp(), match["text"]))
     return found

@@ -905,6 +905,8 @@ class DevInstance:
     config_dir: Path
     hass_url: str
     standin_url: str
+    models_url: str
+    """Where the model server serves Piper voices and Whisper models."""
     api_key: str
     token: str
     entry: dict[str, Any]
@@ -985,6 +987,7 @@ def running_instance(
             config_dir=config_dir,
             hass_url=url,
             standin_url=standin_url,
+            models_url=models_url,
             api_key=api_key,
             token=token,
             entry=entry,
