@@ -58,6 +58,7 @@ DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 CONFIGURATION_FILE = "configuration.yaml"
 FRONTEND_PACKAGE = "home-assistant-frontend"
 DEFAULT_STANDIN_PORT = 8765
+DEFAULT_MODELS_PORT = 8766
 LOOPBACK = "127.0.0.1"
 LOOPBACK_HOSTS = frozenset({LOOPBACK, "localhost"})
 DEFAULT_HASS_PORT = 8123
@@ -545,9 +546,21 @@ def wait_until_running(url: str, token: str, hass: subprocess.Popen[bytes]) -> N
 
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` different TCP ports on 127.0.0.1 that nothing uses now.
+
+    The kernel picks them as it picks a listening socket's port, so they are
+    unlike the ports its outgoing connections take (a neighbour of a free port,
+    e.g. ``port + 1``, is often one of those).
+    """
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:  # all held open at once: no port twice
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 # --- onboarding and the TTS.ai entry ------------------------------------------
@@ -935,6 +948,7 @@ def running_instance(
     config_dir: Path,
     *,
     standin_port: int = DEFAULT_STANDIN_PORT,
+    models_port: int = DEFAULT_MODELS_PORT,
     output: IO[str] | None = None,
 ) -> Iterator[DevInstance]:
     """Bring the environment up; stop both servers on leaving, even on error.
@@ -949,10 +963,10 @@ def running_instance(
     url = hass_url(configuration)
 
     standin = start_standin(standin_port, output=output)
-    # The on-device fallback downloads its models from here (port after the
-    # stand-in's), as it would from Hugging Face.
-    models = start_model_server(standin_port + 1, output=output)
-    models_url = f"http://{LOOPBACK}:{standin_port + 1}"
+    # The on-device fallback downloads its models from here, as it would from
+    # Hugging Face.
+    models = start_model_server(models_port, output=output)
+    models_url = f"http://{LOOPBACK}:{models_port}"
     hass: subprocess.Popen[bytes] | None = None
     try:
         standin_url = f"http://{LOOPBACK}:{standin_port}/v1/"
@@ -1016,6 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/develop", description=__doc__)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG_DIR)
     parser.add_argument("--standin-port", type=int, default=DEFAULT_STANDIN_PORT)
+    parser.add_argument("--models-port", type=int, default=DEFAULT_MODELS_PORT)
     parser.add_argument(
         "--install-requirements",
         action="store_true",
@@ -1039,7 +1054,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, _raise_keyboard_interrupt)
 
     try:
-        with running_instance(args.config, standin_port=args.standin_port) as dev:
+        with running_instance(
+            args.config, standin_port=args.standin_port, models_port=args.models_port
+        ) as dev:
             print(
                 "\n"
                 f"Home Assistant: {dev.hass_url}"
