@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from http import HTTPStatus
@@ -21,8 +22,10 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.tts_ai.const import DOMAIN, EVENT_TASK_COMPLETED
 from custom_components.tts_ai.tasks import TASK_MAX_AGE, TaskTracker, get_tracker
 from tests.audio import probe
+from tests.harness.hostile_cloud import HostileCloud, json_body, status
 from tests.harness.standin import Fault, StandinServer
 
+from .conftest import make_entry
 from .test_services import Folders, folders, speech_file  # noqa: F401 - fixtures
 
 
@@ -450,3 +453,291 @@ async def test_task_past_the_max_age_fails_the_waiting_action(
     await hass.async_block_till_done()
     assert [e.data["status"] for e in events] == ["failed"]
     assert tracker.pending == set()
+
+
+# --- The service misbehaving -------------------------------------------------
+
+# A task's status path, not its stem files (``task_<12 hex>_<stem>.<ext>``).
+TASK_STATUS_PATH = "results/task_????????????"
+
+
+@pytest.fixture
+async def hostile_entry(
+    hass: HomeAssistant, standin: StandinServer
+) -> AsyncIterator[tuple[MockConfigEntry, HostileCloud]]:
+    """A loaded entry whose cloud is the stand-in behind the tampering proxy."""
+    async with HostileCloud(standin.base_url) as cloud:
+        entry = make_entry(cloud)  # type: ignore[arg-type]
+        entry.add_to_hass(hass)
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        yield entry, cloud
+        assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+def stem_files(folders: Folders) -> list[Path]:  # noqa: F811
+    """The separated stems stored in the media folder."""
+    stored = folders.media / "tts_ai" / "separate_stems"
+    return sorted(p for p in stored.rglob("*") if p.is_file())
+
+
+async def test_a_stem_download_breaking_off_leaves_no_stems(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """The second stem's download fails: the first one is not left behind."""
+    events = completed_events(hass)
+    tracker_of(hass, config_entry).poll.interval = 0.1
+    standin.inject(Fault.TRUNCATED_STREAM, path="results/*_accompaniment.*")
+    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
+        await separate(hass, speech_file)
+
+    assert caught.value.translation_key == "task_failed"
+    downloads = [r.path for r in standin.requests if r.path.endswith(".wav")]
+    assert any(path.endswith("_vocals.wav") for path in downloads)  # it was fetched
+    assert stem_files(folders) == []
+    await hass.async_block_till_done()
+    assert [e.data["status"] for e in events] == ["failed"]
+    assert events[0].data["stems"] == {}
+    assert tracker_of(hass, config_entry).pending == set()
+
+
+async def test_a_task_the_service_failed_reports_the_services_error(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    hostile_entry: tuple[MockConfigEntry, HostileCloud],
+) -> None:
+    """The service says the separation failed: the action says why, no stems."""
+    entry, cloud = hostile_entry
+    events = completed_events(hass)
+    tracker_of(hass, entry).poll.interval = 0.1
+    cloud.tamper(
+        TASK_STATUS_PATH,
+        json_body(
+            lambda document, request: {
+                **document,
+                "status": "failed",
+                "error": "The audio has no separable sources",
+                "credits_used": 3,
+            }
+        ),
+    )
+    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
+        await separate(hass, speech_file)
+
+    assert caught.value.translation_key == "task_failed"
+    assert "The audio has no separable sources" in str(caught.value)
+    assert not any(path.endswith(".wav") for path in cloud.requests)
+    await hass.async_block_till_done()
+    assert [e.data["status"] for e in events] == ["failed"]
+    assert events[0].data["credits_used"] == 3
+    assert stem_files(folders) == []
+
+
+async def test_a_task_the_service_lost_fails_at_once(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    hostile_entry: tuple[MockConfigEntry, HostileCloud],
+) -> None:
+    """Asked for its state, the service does not know the task: not polled on."""
+    entry, cloud = hostile_entry
+    events = completed_events(hass)
+    tracker = tracker_of(hass, entry)
+    tracker.poll.interval = 0.1
+    cloud.tamper(
+        TASK_STATUS_PATH,
+        status(404, {"error": {"code": "not_found", "message": "No such task."}}),
+    )
+    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
+        await separate(hass, speech_file, timeout=30)
+
+    assert caught.value.translation_key == "task_failed"
+    assert "No such task." in str(caught.value)
+    await hass.async_block_till_done()
+    assert [e.data["status"] for e in events] == ["failed"]
+    assert tracker.pending == set()
+    # Asked once: a task the service does not know is not asked about again.
+    await asyncio.sleep(0.5)
+    assert sum(p.startswith("results/") for p in cloud.requests) == 1
+
+
+async def test_a_passing_failure_to_ask_is_retried(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """Two 500s while asking for the state: asked again, the stems still come."""
+    tracker_of(hass, config_entry).poll.interval = 0.1
+    standin.inject(Fault.INTERNAL_ERROR, path="results/*", times=2)
+    with no_webhook_url():
+        response = await separate(hass, speech_file)
+
+    assert response["status"] == "success"
+    asked = [r for r in standin.requests if r.path == f"results/{response['task_id']}"]
+    assert [r.status for r in asked[:2]] == [500, 500]
+    assert len(asked) >= 3
+    assert all(Path(s["path"]).is_file() for s in response["stems"].values())
+
+
+async def test_an_invalid_task_id_from_the_service_is_a_translated_error(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    hostile_entry: tuple[MockConfigEntry, HostileCloud],
+) -> None:
+    """A task id shaped like a path is refused: nothing pending, nothing asked."""
+    entry, cloud = hostile_entry
+    cloud.tamper(
+        "audio/separate/",
+        json_body(lambda document, request: {**document, "task_id": "../../config"}),
+    )
+    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
+        await separate(hass, speech_file)
+
+    assert caught.value.translation_key == "invalid_response"
+    assert "invalid task id ../../config" in str(caught.value)
+    assert tracker_of(hass, entry).pending == set()
+    await asyncio.sleep(0.3)
+    assert not any(p.startswith("results/") for p in cloud.requests)
+
+
+async def test_a_task_finished_at_once_is_fetched_without_waiting_for_the_webhook(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    hostile_entry: tuple[MockConfigEntry, HostileCloud],
+) -> None:
+    """The service answers "completed" at once: no grace period for a webhook."""
+    entry, cloud = hostile_entry
+    hass.config.internal_url = "http://127.0.0.1:9"  # a webhook that never comes
+    tracker = tracker_of(hass, entry)
+    tracker.poll.interval = 0.1
+    assert tracker.poll.webhook_grace >= 60
+    cloud.tamper(
+        "audio/separate/",
+        json_body(lambda document, request: {**document, "status": "completed"}),
+    )
+
+    response = await separate(hass, speech_file, timeout=20)
+
+    assert response["status"] == "success"
+    assert all(Path(s["path"]).is_file() for s in response["stems"].values())
+
+
+# --- The webhook and storage ---------------------------------------------------
+
+
+async def test_an_oversized_chunked_webhook_body_is_refused_while_reading(
+    hass: HomeAssistant,
+    webhook_client: Any,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A body with no length that runs past the limit: 413, nothing fetched."""
+    tracker = tracker_of(hass, config_entry)
+
+    async def endless_json() -> AsyncIterator[bytes]:
+        yield b'{"event": "task.completed", "task_id": "task_x", "padding": "'
+        for _ in range(64):  # 4 MiB, far past the limit
+            yield b"A" * (64 * 1024)
+        yield b'"}'
+
+    answer = await webhook_client.post(
+        f"/api/webhook/{tracker.webhook_id}", data=endless_json()
+    )
+
+    assert answer.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert not any(r.path.startswith("results/") for r in standin.requests)
+
+
+async def test_suppressed_webhook_warnings_are_counted_in_the_next_one(
+    hass: HomeAssistant,
+    webhook_client: Any,
+    config_entry: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After the quiet period the next warning says how many were not logged."""
+    tracker = tracker_of(hass, config_entry)
+    tracker._warnings.period = 1.0  # stands in for WARNING_PERIOD_SECONDS
+    url = f"/api/webhook/{tracker.webhook_id}"
+    caplog.set_level(logging.WARNING, logger="custom_components.tts_ai")
+
+    for n in range(3):
+        await webhook_client.post(url, json=forged_call(f"task_{n:03d}"))
+    await asyncio.sleep(1.1)
+    await webhook_client.post(url, json=forged_call("task_last"))
+
+    warnings = [
+        r.getMessage() for r in caplog.records if "unknown task" in r.getMessage()
+    ]
+    assert len(warnings) == 2
+    assert "task_000" in warnings[0]
+    assert warnings[1].startswith(
+        "Ignored a TTS.ai webhook call for unknown task task_last"
+    )
+    assert warnings[1].endswith("(and 2 more such calls since the last message)")
+
+
+async def test_a_task_stored_by_an_older_version_is_still_finished(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """Stored as its action alone (before the age limit): resumed; junk skipped."""
+    events = completed_events(hass)
+    tracker = tracker_of(hass, config_entry)
+    standin.hold_tasks()
+    with no_webhook_url():
+        task_id = await start_separation(hass, tracker, speech_file)
+    assert await hass.config_entries.async_unload(config_entry.entry_id)
+    stored = hass_storage[f"{DOMAIN}.tasks.{config_entry.entry_id}"]["data"]
+    stored["pending"] = {
+        task_id: "separate_stems",  # what versions before the age limit stored
+        "task_number": 42,
+        "task_no_start": {"action": "separate_stems"},
+        "task_bad_start": {"action": "separate_stems", "started": "yesterday"},
+    }
+    standin.release_tasks()
+
+    with no_webhook_url():
+        assert await hass.config_entries.async_setup(config_entry.entry_id)
+        resumed = tracker_of(hass, config_entry)
+        assert resumed.pending == {task_id}
+        resumed.poll.interval = 0.1
+        await wait_for_events(events, 10)
+
+    assert [(e.data["task_id"], e.data["status"]) for e in events] == [
+        (task_id, "success")
+    ]
+    assert events[0].data["action"] == "separate_stems"
+    assert all(Path(s["path"]).is_file() for s in events[0].data["stems"].values())
+
+
+async def test_removing_the_entry_forgets_its_stored_tasks(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+) -> None:
+    """A removed entry leaves no task store behind, even with a task pending."""
+    standin.hold_tasks()
+    with no_webhook_url():
+        await start_separation(hass, tracker_of(hass, config_entry), speech_file)
+    key = f"{DOMAIN}.tasks.{config_entry.entry_id}"
+
+    await hass.config_entries.async_remove(config_entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert key not in hass_storage
