@@ -307,6 +307,106 @@ async def test_not_found_is_final(
         await manager.ensure_piper_voice("../../etc")
 
 
+# --- Whisper models named by their Hugging Face repo --------------------------------
+
+FAKE_WHISPER_FILES = {
+    "config.json": b'{"fake": true}\n',
+    "model.bin": bytes(range(256)) * 1024,
+    "tokenizer.json": b'{"tokens": []}\n',
+    "vocabulary.json": b'["a", "b"]\n',
+}
+
+
+async def test_whisper_model_named_by_its_repo_id_is_downloaded(
+    model_server: ModelServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """``owner/repo`` is fetched from that repo, into a folder of its own."""
+    model_server.add_whisper_repo("someone/whisper-small-ct2", FAKE_WHISPER_FILES)
+    manager = make_manager(session, tmp_path, model_server)
+
+    directory = await manager.ensure_whisper_model("someone/whisper-small-ct2")
+
+    assert directory == tmp_path / "whisper" / "someone--whisper-small-ct2"
+    for name, data in FAKE_WHISPER_FILES.items():
+        assert (directory / name).read_bytes() == data, name
+    assert manager.installed_whisper_model("someone/whisper-small-ct2") == directory
+    assert model_server.requests_for("Systran/*") == []
+
+
+@pytest.mark.parametrize(
+    "name", ["someone/../../etc", "../someone/repo", "someone/repo/extra", "/repo"]
+)
+async def test_whisper_repo_ids_that_would_escape_are_refused(
+    model_server: ModelServer,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    name: str,
+) -> None:
+    """A repo id with a path in it: refused before any request, nothing written."""
+    manager = make_manager(session, tmp_path, model_server)
+
+    with pytest.raises(ModelNotFoundError, match="is not valid"):
+        await manager.ensure_whisper_model(name)
+
+    assert model_server.requests == []
+    assert leftovers(tmp_path.parent / "etc") == []
+    assert leftovers(tmp_path / "whisper") == []
+
+
+@pytest.mark.parametrize(
+    ("absent", "named"),
+    [
+        (("tokenizer.json",), "tokenizer.json"),
+        (("vocabulary.json",), "vocabulary.txt or vocabulary.json"),
+        (("model.bin", "vocabulary.json"), "model.bin, vocabulary.txt or vocab"),
+    ],
+)
+async def test_whisper_repo_lacking_needed_files_is_not_found(
+    model_server: ModelServer,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    absent: tuple[str, ...],
+    named: str,
+) -> None:
+    """A repo that is no faster-whisper model says what it lacks; nothing fetched."""
+    files = {k: v for k, v in FAKE_WHISPER_FILES.items() if k not in absent}
+    model_server.add_whisper_repo("someone/not-whisper", files)
+    manager = make_manager(session, tmp_path, model_server)
+
+    with pytest.raises(ModelNotFoundError, match=f"lacks {named}"):
+        await manager.ensure_whisper_model("someone/not-whisper")
+
+    assert model_server.requests_for("*/resolve/*") == []
+    assert leftovers(tmp_path / "whisper") == []
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        b"<html>Hugging Face is down</html>",
+        b'{"error": "Repository not found"}',
+    ],
+)
+async def test_whisper_file_list_that_is_not_valid_is_a_clear_error(
+    model_server: ModelServer,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    listing: bytes,
+) -> None:
+    """A file list the manager cannot read: a download error, nothing fetched."""
+    model_server.serve_bytes(
+        f"api/models/Systran/faster-whisper-{FAKE_WHISPER_MODEL}/tree/main", listing
+    )
+    manager = make_manager(session, tmp_path, model_server)
+
+    with pytest.raises(ModelDownloadError, match="file list of Whisper model") as err:
+        await manager.ensure_whisper_model(FAKE_WHISPER_MODEL)
+
+    assert "is not valid" in str(err.value)
+    assert model_server.requests_for("*/resolve/*") == []
+    assert leftovers(tmp_path / "whisper") == []
+
+
 # --- sharing, disk failures, life cycle ---------------------------------------------
 
 

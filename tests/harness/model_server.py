@@ -23,6 +23,7 @@ is recorded, and faults can be injected per path. Usage::
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 import contextlib
 from dataclasses import dataclass, field
 import enum
@@ -243,6 +244,18 @@ class ModelServer:
     def whisper_files(self, name: str) -> dict[str, ServedFile]:
         """The files of ``Systran/faster-whisper-<name>``: name -> served file."""
         return self._catalogue.whisper[name]
+
+    def add_whisper_repo(self, repo: str, files: dict[str, bytes]) -> None:
+        """Also serve Hugging Face repo ``repo`` (``owner/name``) with ``files``.
+
+        Its file list is built as for the others; a repo may lack files a
+        Whisper model needs, to test what the manager makes of it.
+        """
+        _add_whisper_repo(self._catalogue, repo, files, repo=repo)
+
+    def serve_bytes(self, path: str, data: bytes) -> None:
+        """Serve ``data`` at URL ``path`` (no leading slash), replacing what was."""
+        self._catalogue.files[path] = _served_bytes(path, data)
 
     # --- faults and the request log -------------------------------------------
 
@@ -521,10 +534,14 @@ def _build_catalogue(workdir: Path) -> _Catalogue:
 
 
 def _add_whisper_repo(
-    catalogue: _Catalogue, name: str, model_files: dict[str, Path]
+    catalogue: _Catalogue,
+    name: str,
+    model_files: Mapping[str, Path | bytes],
+    *,
+    repo: str | None = None,
 ) -> None:
-    """Serve ``Systran/faster-whisper-<name>`` like Hugging Face does."""
-    repo = f"Systran/faster-whisper-{name}"
+    """Serve ``repo`` (``Systran/faster-whisper-<name>``) like Hugging Face does."""
+    repo = repo or f"Systran/faster-whisper-{name}"
     extras = {
         ".gitattributes": b"*.bin filter=lfs diff=lfs merge=lfs -text\n",
         "README.md": f"# {repo}\n".encode(),
@@ -534,7 +551,12 @@ def _add_whisper_repo(
         for name, data in extras.items()
     }
     for file_name, source in model_files.items():
-        served[file_name] = _served_file(f"{repo}/resolve/main/{file_name}", source)
+        url_path = f"{repo}/resolve/main/{file_name}"
+        served[file_name] = (
+            _served_bytes(url_path, source)
+            if isinstance(source, bytes)
+            else _served_file(url_path, source)
+        )
     tree: list[dict[str, Any]] = []
     for file_name, file in sorted(served.items()):
         entry: dict[str, Any] = {"type": "file", "path": file_name, "size": file.size}
