@@ -385,6 +385,9 @@ async def test_whisper_repo_lacking_needed_files_is_not_found(
     [
         b"<html>Hugging Face is down</html>",
         b'{"error": "Repository not found"}',
+        b'[{"type": "file", "oid": "0123"}]',
+        b'[{"type": "file", "path": "model.bin", "size": null, "oid": "0123"}]',
+        b'[{"type": "file", "path": "model.bin", "lfs": {"oid": "ab"}}]',
     ],
 )
 async def test_whisper_file_list_that_is_not_valid_is_a_clear_error(

@@ -105,14 +105,19 @@ def _parse_hf_tree(raw: bytes) -> dict[str, tuple[int, str, str]]:
     for entry in data:
         if not isinstance(entry, dict) or entry.get("type") != "file":
             continue
-        path = str(entry["path"])
-        lfs = entry.get("lfs")
-        if isinstance(lfs, dict) and lfs.get("oid"):
-            files[path] = (
-                int(lfs["size"] if "size" in lfs else entry["size"]),
-                SHA256,
-                str(lfs["oid"]).removeprefix("sha256:").lower(),
-            )
-        elif entry.get("oid"):
-            files[path] = (int(entry["size"]), GIT_BLOB_SHA1, str(entry["oid"]).lower())
+        try:
+            path = str(entry["path"])
+            lfs = entry.get("lfs")
+            if isinstance(lfs, dict) and lfs.get("oid"):
+                files[path] = (
+                    int(lfs["size"] if "size" in lfs else entry["size"]),
+                    SHA256,
+                    str(lfs["oid"]).removeprefix("sha256:").lower(),
+                )
+            elif entry.get("oid"):
+                size = int(entry["size"])
+                files[path] = (size, GIT_BLOB_SHA1, str(entry["oid"]).lower())
+        except (KeyError, TypeError) as err:
+            # The host's answer is untrusted: one error type for any shape.
+            raise ValueError(f"a malformed file entry ({err!r})") from err
     return files
