@@ -27,6 +27,7 @@ from custom_components.tts_ai.local.model_manager import (
 )
 from tests.harness.model_server import (
     FAKE_WHISPER_MODEL,
+    PIPER_PREFIX,
     REAL_PIPER_VOICE,
     REAL_WHISPER_MODEL,
     FileFault,
@@ -305,6 +306,120 @@ async def test_not_found_is_final(
         await manager.ensure_whisper_model("large-v9")
     with pytest.raises(ModelNotFoundError):
         await manager.ensure_piper_voice("../../etc")
+
+
+# --- the Piper voice catalogue -------------------------------------------------------
+
+CATALOGUE_PATH = f"{PIPER_PREFIX}voices.json"
+
+
+async def served_catalogue(
+    session: aiohttp.ClientSession, server: ModelServer
+) -> dict[str, Any]:
+    """The model server's own voices.json."""
+    async with session.get(server.piper_base_url + "voices.json") as response:
+        response.raise_for_status()
+        catalogue: dict[str, Any] = json.loads(await response.read())
+        return catalogue
+
+
+@pytest.mark.parametrize(
+    "served", [b"<html>Hugging Face is down</html>", b'["en_US-joe-medium"]']
+)
+async def test_piper_catalogue_that_is_not_valid_is_a_clear_error(
+    model_server: ModelServer,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    served: bytes,
+) -> None:
+    """A voices.json the manager cannot read: a download error, and not cached."""
+    model_server.serve_bytes(CATALOGUE_PATH, served)
+    manager = make_manager(session, tmp_path, model_server)
+
+    with pytest.raises(ModelDownloadError, match=r"voice catalogue .* is not valid"):
+        await manager.ensure_piper_voice(FAKE_VOICE)
+
+    assert leftovers(tmp_path / "piper") == []
+    assert model_server.requests_for(FAKE_ONNX) == []
+
+
+async def test_piper_catalogue_unreachable_without_a_cached_copy_fails(
+    model_server: ModelServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """No catalogue from the host and none on disk: the error says so."""
+    model_server.add_fault("*voices.json", FileFault.STATUS, status=500, times=None)
+    manager = make_manager(session, tmp_path, model_server, retries=2)
+
+    with pytest.raises(ModelDownloadError, match="Piper voice catalogue"):
+        await manager.piper_catalogue()
+
+    assert len(model_server.requests_for("*voices.json")) == 3  # 2 retries
+    assert leftovers(tmp_path / "piper") == []
+
+
+async def test_malformed_catalogue_entries_are_skipped(
+    model_server: ModelServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """Broken voices in voices.json are left out; the good ones still download."""
+    catalogue = await served_catalogue(session, model_server)
+    good = catalogue[FAKE_VOICE]
+    catalogue = {
+        FAKE_VOICE: good,
+        "xx_XX-nolanguage-low": {**good, "language": None},
+        "xx_XX-nosize-low": {
+            **good,
+            "files": {"a.onnx": {"md5_digest": "00"}},
+        },
+        "xx_XX-notanobject-low": ["a list"],
+        "xx_XX-badquality-low": {**good, "num_speakers": "many"},
+    }
+    model_server.serve_bytes(CATALOGUE_PATH, json.dumps(catalogue).encode())
+    manager = make_manager(session, tmp_path, model_server)
+
+    assert set(await manager.piper_catalogue()) == {FAKE_VOICE}
+    voice = await manager.ensure_piper_voice(FAKE_VOICE)
+    assert voice.model_path.is_file()
+    with pytest.raises(ModelNotFoundError, match="xx_XX-nosize-low"):
+        await manager.ensure_piper_voice("xx_XX-nosize-low")
+
+
+async def test_voice_listed_without_its_config_is_not_found(
+    model_server: ModelServer, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """A voice Piper could not load (no .onnx.json listed): nothing fetched."""
+    catalogue = await served_catalogue(session, model_server)
+    files = catalogue[FAKE_VOICE]["files"]
+    catalogue[FAKE_VOICE]["files"] = {
+        path: info for path, info in files.items() if not path.endswith(".onnx.json")
+    }
+    model_server.serve_bytes(CATALOGUE_PATH, json.dumps(catalogue).encode())
+    manager = make_manager(session, tmp_path, model_server)
+
+    with pytest.raises(ModelNotFoundError, match=rf"no {FAKE_VOICE}\.onnx\.json"):
+        await manager.ensure_piper_voice(FAKE_VOICE)
+
+    assert model_server.requests_for(FAKE_ONNX) == []
+    assert manager.installed_piper_voice(FAKE_VOICE) is None
+
+
+async def test_unreadable_cached_catalogue_is_fetched_again(
+    model_server: ModelServer,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A damaged voices.json on disk is replaced by the host's, with a warning."""
+    cache = tmp_path / "piper" / "voices.json"
+    cache.parent.mkdir()
+    cache.write_bytes(b'{"en_US-joe-medium": {"language": ')  # cut short
+    manager = make_manager(session, tmp_path, model_server)
+
+    catalogue = await manager.piper_catalogue()
+
+    assert REAL_PIPER_VOICE in catalogue
+    assert "unreadable cached catalogue" in caplog.text
+    assert len(model_server.requests_for("*voices.json")) == 1
+    assert set(json.loads(cache.read_bytes())) == set(catalogue)
 
 
 # --- Whisper models named by their Hugging Face repo --------------------------------
@@ -616,6 +731,7 @@ async def test_remove_uninstalls(
         ("de", "medium", "de_DE-fakeeva-x_low"),
         ("fr", "medium", "fr_FR-fakesiwis-low"),
         ("pt-BR", "medium", None),
+        ("en-US", "ultra", "en_US-joe-medium"),  # unknown quality: medium
     ],
 )
 async def test_best_piper_voice(
