@@ -371,6 +371,8 @@ async def test_malformed_catalogue_entries_are_skipped(
             "files": {"a.onnx": {"md5_digest": "00"}},
         },
         "xx_XX-notanobject-low": ["a list"],
+        "xx_XX-fileslist-low": {**good, "files": ["xx_XX-fileslist-low.onnx"]},
+        "xx_XX-codenumber-low": {**good, "language": {"code": 7}},
         "xx_XX-badquality-low": {**good, "num_speakers": "many"},
     }
     model_server.serve_bytes(CATALOGUE_PATH, json.dumps(catalogue).encode())

@@ -233,7 +233,8 @@ def _parse_catalogue(raw: bytes) -> dict[str, PiperVoiceInfo]:
     for key, entry in data.items():
         try:
             catalogue[key] = _parse_voice(key, entry)
-        except (KeyError, TypeError, ValueError) as err:
+        # AttributeError too: a field of the wrong shape (files as a list).
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
             _LOGGER.debug("Skipping catalogue entry %s: %s", key, err)
     return catalogue
 
