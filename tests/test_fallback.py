@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import timedelta
 import difflib
 from http import HTTPStatus
 import os
@@ -20,16 +21,18 @@ from homeassistant.core import HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    async_fire_time_changed,
     mock_restore_cache_with_extra_data,
 )
 
 from custom_components.tts_ai import local_speech, stt as tts_ai_stt
 from custom_components.tts_ai.local_speech import ModelStatus
 from tests.audio import decode_pcm
-from tests.harness.model_server import FileFault, ModelServer
+from tests.harness.model_server import FAKE_WHISPER_MODEL, FileFault, ModelServer
 from tests.harness.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
 
 from .conftest import make_entry, make_local_only_entry
@@ -833,3 +836,127 @@ async def test_kept_engines_stay_loaded_through_a_quiet_spell(
     assert local.engines.pid == pid
     assert local.engines.starts == 1
     assert local.whisper.is_loaded
+
+
+async def wait_for_status(local: Any, status: str) -> None:
+    """Wait until the on-device models reach ``status``."""
+    async with asyncio.timeout(120):
+        while local.status != status:
+            await asyncio.sleep(0.05)
+
+
+async def on_device_error(hass: HomeAssistant, entity_id: str) -> HomeAssistantError:
+    """Ask ``entity_id`` for speech; return the error it raises."""
+    from homeassistant.components import tts
+
+    stream = tts.async_create_stream(hass, entity_id, None)  # its own language
+    stream.async_set_message("Hello.")
+    with pytest.raises(HomeAssistantError) as err:
+        b"".join([c async for c in stream.async_stream_result()])
+    return err.value
+
+
+async def test_models_that_could_not_be_fetched_are_tried_again_later(
+    hass: HomeAssistant,
+    hass_client,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+) -> None:
+    """No voice for HA's language: the sensor and requests say why; a later try
+    (the language now has a voice) makes the device ready without a reload."""
+    use_config_dir(hass, shared_config_dir)
+    hass.config.language = "pt-BR"  # the model server has no Portuguese voice
+    entry = local_only_entry(model_server)
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    local = entry.runtime_data.local
+    await wait_for_status(local, ModelStatus.FAILED)
+    await hass.async_block_till_done()
+
+    state = hass.states.get("sensor.tts_ai_on_device_local_models")
+    assert state.state == "failed"
+    assert state.attributes["error"] == "no Piper voice speaks pt-BR"
+    error = await on_device_error(hass, "tts.tts_ai_on_device_text_to_speech")
+    assert error.translation_key == "local_not_ready"
+    assert "no Piper voice speaks pt-BR" in str(error)
+    pcm = await decode_pcm(await synthesize_wav("Open the blinds."))
+    client = await hass_client()
+    response = await client.post(
+        "/api/stt/stt.tts_ai_on_device_speech_to_text", data=pcm, headers=HEADERS
+    )
+    assert (await response.json())["result"] == "error"
+
+    hass.config.language = "en"
+    async_fire_time_changed(
+        hass, dt_util.utcnow() + timedelta(seconds=local_speech.PREFETCH_RETRY_SECONDS)
+    )
+    await wait_for_models(hass, entry)
+
+    assert hass.states.get("sensor.tts_ai_on_device_local_models").state == "ready"
+    assert local.error is None
+    assert local.voices()[0].voice_id == "en_US-joe-medium"
+
+
+async def test_a_speech_model_that_will_not_load_is_reported(
+    hass: HomeAssistant,
+    model_server: ModelServer,
+    shared_config_dir: Path,
+) -> None:
+    """Whisper files that download but do not load: failed, with the reason."""
+    use_config_dir(hass, shared_config_dir)
+    entry = make_local_only_entry(
+        local_engine="built_in",
+        piper_voices_url=model_server.piper_base_url,
+        whisper_models_url=model_server.hf_base_url,
+        whisper_model=FAKE_WHISPER_MODEL,  # the right files, not a model
+        keep_engines_loaded=True,  # so Whisper is loaded at start-up
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    local = entry.runtime_data.local
+    await wait_for_status(local, ModelStatus.FAILED)
+    await hass.async_block_till_done()
+
+    state = hass.states.get("sensor.tts_ai_on_device_local_models")
+    assert state.state == "failed"
+    # CTranslate2's own words: the model file is not one it can load.
+    assert "model" in state.attributes["error"]
+    assert state.attributes["error"] == local.error
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_another_engine_that_is_missing_is_a_clear_error(
+    hass: HomeAssistant,
+    hass_client,
+    standin: StandinServer,
+) -> None:
+    """ "Another engine" whose entity is gone (or never chosen): the device's
+    speech and transcription say so instead of failing obscurely."""
+    assert await async_setup_component(hass, "homeassistant", {})
+    gone = make_entry(
+        standin,
+        mode="cloud_first",
+        local_engine="entity",
+        local_tts_entity="tts.removed_engine",
+        hedge_deadline=0.5,
+    )
+    gone.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(gone.entry_id)
+    await hass.async_block_till_done()
+    standin.inject(Fault.REFUSE)
+
+    error = await on_device_error(hass, TTS_ENTITY)
+    assert error.translation_key == "local_not_ready"
+    assert "tts.removed_engine is not available" in str(error)
+    pcm = await decode_pcm(await synthesize_wav("Open the blinds."))
+    client = await hass_client()
+    response = await client.post(f"/api/stt/{STT_ENTITY}", data=pcm, headers=HEADERS)
+    assert (await response.json())["result"] == "error"
+
+    hass.config_entries.async_update_entry(
+        gone, options={**gone.options, "local_tts_entity": None}
+    )
+    assert await hass.config_entries.async_reload(gone.entry_id)
+    await hass.async_block_till_done()
+    error = await on_device_error(hass, TTS_ENTITY)
+    assert "no text-to-speech entity chosen" in str(error)
