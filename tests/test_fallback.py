@@ -20,6 +20,7 @@ from homeassistant.components import media_source, stt
 from homeassistant.core import HomeAssistant, State
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.requirements import RequirementsNotFound
 from homeassistant.setup import async_setup_component
 from homeassistant.util import dt as dt_util
 import pytest
@@ -377,6 +378,32 @@ async def test_missing_packages_raise_a_repair_issue(
     assert issue.translation_placeholders["packages"] == "onnxruntime"
     assert hass.states.get(LOCAL_MODELS).state == "unavailable"
     assert hass.states.get(TTS_ENTITY) is not None
+
+
+async def test_the_repair_says_why_the_packages_could_not_be_installed(
+    hass: HomeAssistant,
+    standin: StandinServer,
+    issue_registry: ir.IssueRegistry,
+) -> None:
+    """When installing the packages fails, the repair gives the installer's reason."""
+    entry = make_entry(standin, mode="cloud_first")
+    entry.add_to_hass(hass)
+    refused = RequirementsNotFound("tts_ai", ["onnxruntime==1.20.0"])
+    with (
+        packages_missing(),
+        patch(
+            "custom_components.tts_ai.local_speech.async_process_requirements",
+            side_effect=refused,
+        ),
+    ):
+        assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+
+    issue = issue_registry.async_get_issue("tts_ai", f"local_packages_{entry.entry_id}")
+    assert issue is not None
+    assert issue.translation_placeholders["error"] == str(refused)
+    assert "onnxruntime==1.20.0" in issue.translation_placeholders["error"]
+    assert hass.states.get(LOCAL_MODELS).state == "unavailable"
 
 
 async def test_packages_repair_goes_when_the_entry_turns_cloud_only(
