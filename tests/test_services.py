@@ -279,6 +279,10 @@ async def test_paths_outside_allowed_folders_are_refused(
             "media-source://media_source/local/../outside.wav",
             "media_source_unresolvable",
         ),
+        (  # a media folder HA does not have
+            "media-source://media_source/usb/speech.wav",
+            "media_source_unresolvable",
+        ),
     ],
 )
 async def test_media_source_must_be_a_local_file(
@@ -293,6 +297,54 @@ async def test_media_source_must_be_a_local_file(
     with pytest.raises(ServiceValidationError) as caught:
         await call(hass, "transcribe", audio=source)
     assert caught.value.translation_key == key
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "says"),
+    [
+        ("takes", "audio_not_found", "does not exist or is not a file"),
+        ("empty.wav", "audio_empty", "empty.wav is empty"),
+    ],
+)
+async def test_unusable_input_is_refused_before_uploading(
+    hass: HomeAssistant,
+    folders: Folders,
+    config_entry: MockConfigEntry,
+    standin: StandinServer,
+    name: str,
+    key: str,
+    says: str,
+) -> None:
+    """A folder or an empty file in an allowed place: a clear error, no request."""
+    (folders.allowed / "takes").mkdir()
+    (folders.allowed / "empty.wav").touch()
+
+    with pytest.raises(ServiceValidationError) as caught:
+        await call(hass, "transcribe", audio=str(folders.allowed / name))
+
+    assert caught.value.translation_key == key
+    assert says in str(caught.value)
+    assert not [r for r in standin.requests if r.path == "stt/"]
+
+
+async def test_result_that_cannot_be_stored_is_a_translated_error(
+    hass: HomeAssistant,
+    folders: Folders,
+    speech_file: Path,
+    config_entry: MockConfigEntry,
+) -> None:
+    """The results folder cannot be made (a file is in the way): the error says
+    where, and nothing is left half-written."""
+    blocker = folders.media / "tts_ai"
+    blocker.write_bytes(b"not a folder")
+
+    with pytest.raises(HomeAssistantError) as caught:
+        await call(hass, "convert_audio", audio=str(speech_file), format="mp3")
+
+    assert caught.value.translation_key == "result_write_failed"
+    assert str(blocker / "convert_audio") in str(caught.value)
+    assert blocker.read_bytes() == b"not a folder"
+    assert sorted(p.name for p in folders.media.iterdir()) == ["tts_ai"]
 
 
 async def test_media_source_link_to_secrets_is_not_uploaded(
