@@ -44,6 +44,7 @@ EXPECTED_FIGURES = {
     "wake_false_activations",
     "wake_listen_cpu",
     "wake_to_command_audio",
+    "wake_false_activations_okay",
     # Figure 11: the event loop while the client joins and reads huge answers.
     "loop_stall",
     # Figures 12-14: a spoken turn and an announcement through a real hass.

@@ -26,6 +26,7 @@ from .audio import (
 from .ha import AuthenticationError, PipelineNotFoundError, websocket_url
 from .wake import (
     DEFAULT_NOISE_SUPPRESSION_DB,
+    DEFAULT_WAKE_GAIN_DB,
     DEFAULT_WAKE_THRESHOLD,
     DEFAULT_WAKE_WORD,
     WAKE_WORDS,
@@ -121,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="clean the noise out of what the wake-word model hears, down to DB"
         f" below itself (default {DEFAULT_NOISE_SUPPRESSION_DB:g}; 0: off). Only"
         " the model hears the cleaned audio",
+    )
+    parser.add_argument(
+        "--wake-gain",
+        type=float,
+        metavar="DB",
+        default=DEFAULT_WAKE_GAIN_DB,
+        help="raise what the wake-word model hears by DB, into a soft limiter"
+        f" (default {DEFAULT_WAKE_GAIN_DB:g}; 0: off); the model hears loud speech"
+        " best. Only the model hears it raised",
     )
     parser.add_argument(
         "--ha-wake-word",
@@ -269,8 +279,12 @@ def wake_listener(args: argparse.Namespace) -> WakeWordListener | None:
     if args.wake_word is None:
         return None
     try:
-        suppression = args.wake_noise_suppression or None  # 0: off
-        model = MicroWakeWordModel(args.wake_word, args.wake_threshold, suppression)
+        model = MicroWakeWordModel(
+            args.wake_word,
+            args.wake_threshold,
+            noise_suppression_db=args.wake_noise_suppression or None,  # 0: off
+            gain_db=args.wake_gain or None,  # 0: off
+        )
         return WakeWordListener(model)
     except WakeWordUnavailableError as err:
         raise UsageError(f"--wake-word: {err}") from err

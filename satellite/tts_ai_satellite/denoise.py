@@ -139,7 +139,14 @@ class NoiseSuppressor:
         # The spectra do not depend on the state: all steps' in one call.
         history = np.concatenate([self._previous, audio[: steps * FRAME]])
         self._previous = history[-FRAME:]
-        frames = np.lib.stride_tricks.sliding_window_view(history, _FFT)[::FRAME]
+        # Each FFT spans a step and the one before it.
+        frames = np.concatenate(
+            [
+                history[:-FRAME].reshape(steps, FRAME),
+                history[FRAME:].reshape(steps, FRAME),
+            ],
+            axis=1,
+        )
         spectra = np.fft.rfft(frames * self._WINDOW, axis=1)
         bins = (
             np.square(spectra.real[:, :FRAME]) + np.square(spectra.imag[:, :FRAME])
@@ -150,12 +157,10 @@ class NoiseSuppressor:
             spectra[step, :FRAME] *= gain
             spectra[step, FRAME] *= gain[-1]
         frames = np.fft.irfft(spectra, _FFT, axis=1) * self._WINDOW
-        cleaned = np.empty(steps * FRAME)
-        overlap = self._overlap
-        for step in range(steps):
-            cleaned[step * FRAME : (step + 1) * FRAME] = overlap + frames[step, :FRAME]
-            overlap = frames[step, FRAME:]
-        self._overlap = overlap.copy()
+        # Overlap-add: each step's first half plus the step before's second.
+        tails = np.concatenate([self._overlap[np.newaxis], frames[:-1, FRAME:]])
+        cleaned = (frames[:, :FRAME] + tails).reshape(-1)
+        self._overlap = frames[-1, FRAME:].copy()
         return np.clip(np.round(cleaned), -32768, 32767).astype(np.int16)
 
     def _gain(self, bins: FloatArray, bands: FloatArray) -> FloatArray:
@@ -227,26 +232,29 @@ class NoiseSuppressor:
         mean_zeta = float(np.sum(zeta[n:])) / BANDS
         frame_presence = 0.1 + 0.899 * mean_zeta / (mean_zeta + 0.15)
 
+        # The log-spectral amplitude gain, bins and bands in one go.
+        ratio = prior / (prior + 1.0)
+        theta_all = ratio * (1.0 + posterior)
+        lsa_gain = np.minimum(1.0, ratio * _hypergeom_gain(theta_all))
+
         # Per band: the gain, its floor and the speech-presence probability.
         # (No echo: the floor is the noise's own, suppress_db down.)
         band_noise = self._noise[n:]
         band_floor = np.sqrt(self._noise_floor * band_noise / (1.0 + band_noise))
-        ratio = prior[n:] / (prior[n:] + 1.0)
-        theta = ratio * (1.0 + posterior[n:])
-        band_gain = np.minimum(1.0, ratio * _hypergeom_gain(theta))
+        theta = theta_all[n:]
+        band_gain = lsa_gain[n:]
         old[n:] = 0.2 * old[n:] + 0.8 * np.square(band_gain) * power[n:]
         absent = 1.0 - frame_presence * (0.199 + 0.8 * _presence_curve(zeta[n:]))
         # (absent < 1: the frame's and the band's presence are both above 0.)
         band_presence = 1.0 / (
             1.0 + absent / (1.0 - absent) * (1.0 + prior[n:]) * np.exp(-theta)
         )
-        presence = self._SPREAD @ band_presence
-        coarse_gain = self._SPREAD @ band_gain
-        floor = self._SPREAD @ band_floor
+        presence, coarse_gain, floor = (
+            self._SPREAD @ np.stack([band_presence, band_gain, band_floor], axis=1)
+        ).T
 
         # Per bin: the gain, kept within 3x of its band's, and floored.
-        ratio = prior[:n] / (prior[:n] + 1.0)
-        gain = np.minimum(1.0, ratio * _hypergeom_gain(ratio * (1.0 + posterior[:n])))
+        gain = lsa_gain[:n]
         gain = np.where(0.333 * gain > coarse_gain, 3.0 * coarse_gain, gain)
         old[:n] = 0.2 * old[:n] + 0.8 * np.square(gain) * bins
         gain = np.maximum(gain, floor)

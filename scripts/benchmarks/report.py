@@ -25,6 +25,7 @@ FIGURE_NUMBERS = {
     "wake_false_activations": "10b",
     "wake_listen_cpu": "10c",
     "wake_to_command_audio": "10d",
+    "wake_false_activations_okay": "10e",
     "loop_stall": "11",
     "turn_first_audio_1s": "12a",
     "turn_first_audio_3s": "12b",
