@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import timedelta
 from http import HTTPStatus
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from unittest.mock import patch
 
 from homeassistant.core import Event, HomeAssistant
@@ -22,7 +23,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.tts_ai.const import DOMAIN, EVENT_TASK_COMPLETED
 from custom_components.tts_ai.tasks import TASK_MAX_AGE, TaskTracker, get_tracker
 from tests.audio import probe
-from tests.harness.hostile_cloud import HostileCloud, json_body, status
+from tests.harness.hostile_cloud import HostileCloud, Tamper, json_body, status
 from tests.harness.standin import Fault, StandinServer
 
 from .conftest import make_entry
@@ -461,62 +462,113 @@ async def test_task_past_the_max_age_fails_the_waiting_action(
 TASK_STATUS_PATH = "results/task_????????????"
 
 
+@dataclass
+class Separation:
+    """A loaded entry ready to separate stems: its tracker polls every 0.1 s,
+    its completion events are collected from the start, and there is speech."""
+
+    hass: HomeAssistant
+    entry: MockConfigEntry
+    tracker: TaskTracker
+    events: list[Event]
+    folders: Folders
+    speech_file: Path
+
+    async def polled(self, **data: Any) -> dict[str, Any]:
+        """Separate the speech with no webhook URL: the task is polled."""
+        with no_webhook_url():
+            return await separate(self.hass, self.speech_file, **data)
+
+    async def polled_error(self, **data: Any) -> HomeAssistantError:
+        """Separate the speech with no webhook URL; the error the action raises."""
+        with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
+            await separate(self.hass, self.speech_file, **data)
+        return caught.value
+
+    def stored_stems(self) -> list[Path]:
+        """The separated stems stored in the media folder."""
+        stored = self.folders.media / "tts_ai" / "separate_stems"
+        return sorted(p for p in stored.rglob("*") if p.is_file())
+
+    @classmethod
+    def ready(
+        cls,
+        hass: HomeAssistant,
+        entry: MockConfigEntry,
+        folders: Folders,  # noqa: F811
+        speech_file: Path,  # noqa: F811
+        **more: Any,
+    ) -> Self:
+        """``entry`` polling its tasks quickly, its events collected from now on."""
+        tracker = tracker_of(hass, entry)
+        tracker.poll.interval = 0.1
+        events = completed_events(hass)
+        return cls(hass, entry, tracker, events, folders, speech_file, **more)
+
+
+@dataclass
+class HostileSeparation(Separation):
+    """A separation whose cloud is the stand-in behind the tampering proxy."""
+
+    cloud: HostileCloud
+
+    def tamper_status(self, tamper: Tamper) -> None:
+        """The service's answers about the task's state go through ``tamper``."""
+        self.cloud.tamper(TASK_STATUS_PATH, tamper)
+
+
 @pytest.fixture
-async def hostile_entry(
-    hass: HomeAssistant, standin: StandinServer
-) -> AsyncIterator[tuple[MockConfigEntry, HostileCloud]]:
-    """A loaded entry whose cloud is the stand-in behind the tampering proxy."""
+def separation(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    config_entry: MockConfigEntry,
+) -> Separation:
+    """The stand-in's entry, ready to separate stems."""
+    return Separation.ready(hass, config_entry, folders, speech_file)
+
+
+@pytest.fixture
+async def hostile_separation(
+    hass: HomeAssistant,
+    folders: Folders,  # noqa: F811
+    speech_file: Path,  # noqa: F811
+    standin: StandinServer,
+) -> AsyncIterator[HostileSeparation]:
+    """A loaded entry whose cloud is the tampering proxy, ready to separate."""
     async with HostileCloud(standin.base_url) as cloud:
         entry = make_entry(cloud)  # type: ignore[arg-type]
         entry.add_to_hass(hass)
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
-        yield entry, cloud
+        yield HostileSeparation.ready(hass, entry, folders, speech_file, cloud=cloud)
         assert await hass.config_entries.async_unload(entry.entry_id)
 
 
-def stem_files(folders: Folders) -> list[Path]:  # noqa: F811
-    """The separated stems stored in the media folder."""
-    stored = folders.media / "tts_ai" / "separate_stems"
-    return sorted(p for p in stored.rglob("*") if p.is_file())
-
-
 async def test_a_stem_download_breaking_off_leaves_no_stems(
-    hass: HomeAssistant,
-    folders: Folders,  # noqa: F811
-    speech_file: Path,  # noqa: F811
-    config_entry: MockConfigEntry,
-    standin: StandinServer,
+    hass: HomeAssistant, separation: Separation, standin: StandinServer
 ) -> None:
     """The second stem's download fails: the first one is not left behind."""
-    events = completed_events(hass)
-    tracker_of(hass, config_entry).poll.interval = 0.1
     standin.inject(Fault.TRUNCATED_STREAM, path="results/*_accompaniment.*")
-    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
-        await separate(hass, speech_file)
+    error = await separation.polled_error()
 
-    assert caught.value.translation_key == "task_failed"
+    assert error.translation_key == "task_failed"
     downloads = [r.path for r in standin.requests if r.path.endswith(".wav")]
     assert any(path.endswith("_vocals.wav") for path in downloads)  # it was fetched
-    assert stem_files(folders) == []
+    assert separation.stored_stems() == []
     await hass.async_block_till_done()
+    events = separation.events
     assert [e.data["status"] for e in events] == ["failed"]
     assert events[0].data["stems"] == {}
-    assert tracker_of(hass, config_entry).pending == set()
+    assert separation.tracker.pending == set()
 
 
 async def test_a_task_the_service_failed_reports_the_services_error(
     hass: HomeAssistant,
-    folders: Folders,  # noqa: F811
-    speech_file: Path,  # noqa: F811
-    hostile_entry: tuple[MockConfigEntry, HostileCloud],
+    hostile_separation: HostileSeparation,
 ) -> None:
     """The service says the separation failed: the action says why, no stems."""
-    entry, cloud = hostile_entry
-    events = completed_events(hass)
-    tracker_of(hass, entry).poll.interval = 0.1
-    cloud.tamper(
-        TASK_STATUS_PATH,
+    hostile_separation.tamper_status(
         json_body(
             lambda document, request: {
                 **document,
@@ -524,60 +576,46 @@ async def test_a_task_the_service_failed_reports_the_services_error(
                 "error": "The audio has no separable sources",
                 "credits_used": 3,
             }
-        ),
+        )
     )
-    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
-        await separate(hass, speech_file)
+    error = await hostile_separation.polled_error()
 
-    assert caught.value.translation_key == "task_failed"
-    assert "The audio has no separable sources" in str(caught.value)
-    assert not any(path.endswith(".wav") for path in cloud.requests)
+    assert error.translation_key == "task_failed"
+    assert "The audio has no separable sources" in str(error)
+    assert not any(path.endswith(".wav") for path in hostile_separation.cloud.requests)
     await hass.async_block_till_done()
+    events = hostile_separation.events
     assert [e.data["status"] for e in events] == ["failed"]
     assert events[0].data["credits_used"] == 3
-    assert stem_files(folders) == []
+    assert hostile_separation.stored_stems() == []
 
 
 async def test_a_task_the_service_lost_fails_at_once(
     hass: HomeAssistant,
-    folders: Folders,  # noqa: F811
-    speech_file: Path,  # noqa: F811
-    hostile_entry: tuple[MockConfigEntry, HostileCloud],
+    hostile_separation: HostileSeparation,
 ) -> None:
     """Asked for its state, the service does not know the task: not polled on."""
-    entry, cloud = hostile_entry
-    events = completed_events(hass)
-    tracker = tracker_of(hass, entry)
-    tracker.poll.interval = 0.1
-    cloud.tamper(
-        TASK_STATUS_PATH,
-        status(404, {"error": {"code": "not_found", "message": "No such task."}}),
+    hostile_separation.tamper_status(
+        status(404, {"error": {"code": "not_found", "message": "No such task."}})
     )
-    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
-        await separate(hass, speech_file, timeout=30)
+    error = await hostile_separation.polled_error(timeout=30)
 
-    assert caught.value.translation_key == "task_failed"
-    assert "No such task." in str(caught.value)
+    assert error.translation_key == "task_failed"
+    assert "No such task." in str(error)
     await hass.async_block_till_done()
-    assert [e.data["status"] for e in events] == ["failed"]
-    assert tracker.pending == set()
+    assert [e.data["status"] for e in hostile_separation.events] == ["failed"]
+    assert hostile_separation.tracker.pending == set()
     # Asked once: a task the service does not know is not asked about again.
     await asyncio.sleep(0.5)
-    assert sum(p.startswith("results/") for p in cloud.requests) == 1
+    assert sum(p.startswith("results/") for p in hostile_separation.cloud.requests) == 1
 
 
 async def test_a_passing_failure_to_ask_is_retried(
-    hass: HomeAssistant,
-    folders: Folders,  # noqa: F811
-    speech_file: Path,  # noqa: F811
-    config_entry: MockConfigEntry,
-    standin: StandinServer,
+    separation: Separation, standin: StandinServer
 ) -> None:
     """Two 500s while asking for the state: asked again, the stems still come."""
-    tracker_of(hass, config_entry).poll.interval = 0.1
     standin.inject(Fault.INTERNAL_ERROR, path="results/*", times=2)
-    with no_webhook_url():
-        response = await separate(hass, speech_file)
+    response = await separation.polled()
 
     assert response["status"] == "success"
     asked = [r for r in standin.requests if r.path == f"results/{response['task_id']}"]
@@ -587,45 +625,35 @@ async def test_a_passing_failure_to_ask_is_retried(
 
 
 async def test_an_invalid_task_id_from_the_service_is_a_translated_error(
-    hass: HomeAssistant,
-    folders: Folders,  # noqa: F811
-    speech_file: Path,  # noqa: F811
-    hostile_entry: tuple[MockConfigEntry, HostileCloud],
+    hostile_separation: HostileSeparation,
 ) -> None:
     """A task id shaped like a path is refused: nothing pending, nothing asked."""
-    entry, cloud = hostile_entry
-    cloud.tamper(
+    hostile_separation.cloud.tamper(
         "audio/separate/",
         json_body(lambda document, request: {**document, "task_id": "../../config"}),
     )
-    with no_webhook_url(), pytest.raises(HomeAssistantError) as caught:
-        await separate(hass, speech_file)
+    error = await hostile_separation.polled_error()
 
-    assert caught.value.translation_key == "invalid_response"
-    assert "invalid task id ../../config" in str(caught.value)
-    assert tracker_of(hass, entry).pending == set()
+    assert error.translation_key == "invalid_response"
+    assert "invalid task id ../../config" in str(error)
+    assert hostile_separation.tracker.pending == set()
     await asyncio.sleep(0.3)
-    assert not any(p.startswith("results/") for p in cloud.requests)
+    assert not any(p.startswith("results/") for p in hostile_separation.cloud.requests)
 
 
 async def test_a_task_finished_at_once_is_fetched_without_waiting_for_the_webhook(
     hass: HomeAssistant,
-    folders: Folders,  # noqa: F811
-    speech_file: Path,  # noqa: F811
-    hostile_entry: tuple[MockConfigEntry, HostileCloud],
+    hostile_separation: HostileSeparation,
 ) -> None:
     """The service answers "completed" at once: no grace period for a webhook."""
-    entry, cloud = hostile_entry
     hass.config.internal_url = "http://127.0.0.1:9"  # a webhook that never comes
-    tracker = tracker_of(hass, entry)
-    tracker.poll.interval = 0.1
-    assert tracker.poll.webhook_grace >= 60
-    cloud.tamper(
+    assert hostile_separation.tracker.poll.webhook_grace >= 60
+    hostile_separation.cloud.tamper(
         "audio/separate/",
         json_body(lambda document, request: {**document, "status": "completed"}),
     )
 
-    response = await separate(hass, speech_file, timeout=20)
+    response = await separate(hass, hostile_separation.speech_file, timeout=20)
 
     assert response["status"] == "success"
     assert all(Path(s["path"]).is_file() for s in response["stems"].values())
@@ -688,17 +716,16 @@ async def test_suppressed_webhook_warnings_are_counted_in_the_next_one(
 async def test_a_task_stored_by_an_older_version_is_still_finished(
     hass: HomeAssistant,
     hass_storage: dict[str, Any],
-    folders: Folders,  # noqa: F811
-    speech_file: Path,  # noqa: F811
-    config_entry: MockConfigEntry,
+    separation: Separation,
     standin: StandinServer,
 ) -> None:
     """Stored as its action alone (before the age limit): resumed; junk skipped."""
-    events = completed_events(hass)
-    tracker = tracker_of(hass, config_entry)
+    config_entry, events = separation.entry, separation.events
     standin.hold_tasks()
     with no_webhook_url():
-        task_id = await start_separation(hass, tracker, speech_file)
+        task_id = await start_separation(
+            hass, separation.tracker, separation.speech_file
+        )
     assert await hass.config_entries.async_unload(config_entry.entry_id)
     stored = hass_storage[f"{DOMAIN}.tasks.{config_entry.entry_id}"]["data"]
     stored["pending"] = {
@@ -726,18 +753,16 @@ async def test_a_task_stored_by_an_older_version_is_still_finished(
 async def test_removing_the_entry_forgets_its_stored_tasks(
     hass: HomeAssistant,
     hass_storage: dict[str, Any],
-    folders: Folders,  # noqa: F811
-    speech_file: Path,  # noqa: F811
-    config_entry: MockConfigEntry,
+    separation: Separation,
     standin: StandinServer,
 ) -> None:
     """A removed entry leaves no task store behind, even with a task pending."""
     standin.hold_tasks()
     with no_webhook_url():
-        await start_separation(hass, tracker_of(hass, config_entry), speech_file)
-    key = f"{DOMAIN}.tasks.{config_entry.entry_id}"
+        await start_separation(hass, separation.tracker, separation.speech_file)
+    key = f"{DOMAIN}.tasks.{separation.entry.entry_id}"
 
-    await hass.config_entries.async_remove(config_entry.entry_id)
+    await hass.config_entries.async_remove(separation.entry.entry_id)
     await hass.async_block_till_done()
 
     assert key not in hass_storage
