@@ -132,6 +132,33 @@ async def setup_local_only_entry(
     return entry
 
 
+async def setup_another_engine_entry(
+    hass: HomeAssistant, standin: StandinServer, **entities: str
+) -> MockConfigEntry:
+    """Set up a cloud-first entry whose fallback is "another engine": the TTS
+    and STT entities in ``entities`` (``local_tts_entity``, ``local_stt_entity``)."""
+    entry = make_entry(
+        standin,
+        mode="cloud_first",
+        local_engine="entity",
+        hedge_deadline=0.5,
+        **entities,
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
+async def transcribed(hass_client, entity_id: str, text: str) -> dict[str, Any]:
+    """Say ``text`` (Piper speech) to ``entity_id`` through HA's STT API;
+    return HA's answer."""
+    pcm = await decode_pcm(await synthesize_wav(text))
+    client = await hass_client()
+    response = await client.post(f"/api/stt/{entity_id}", data=pcm, headers=HEADERS)
+    return await response.json()
+
+
 @pytest.fixture
 async def fallback_entry(
     hass: HomeAssistant,
@@ -362,18 +389,26 @@ async def test_caller_mistakes_are_reported_not_masked(
     assert hass.states.get(CLOUD_REACHABLE).state == "on"
 
 
+@pytest.fixture
+def cloud_first_entry(hass: HomeAssistant, standin: StandinServer) -> MockConfigEntry:
+    """A cloud-first entry added to HA; each test sets it up its own way."""
+    entry = make_entry(standin, mode="cloud_first")
+    entry.add_to_hass(hass)
+    return entry
+
+
 async def test_missing_packages_raise_a_repair_issue(
     hass: HomeAssistant,
-    standin: StandinServer,
+    cloud_first_entry: MockConfigEntry,
     issue_registry: ir.IssueRegistry,
 ) -> None:
     """Where the engines cannot be installed, the cloud works and a repair says why."""
-    entry = make_entry(standin, mode="cloud_first")
-    entry.add_to_hass(hass)
     with packages_missing():
-        assert await hass.config_entries.async_setup(entry.entry_id)
+        assert await hass.config_entries.async_setup(cloud_first_entry.entry_id)
     await hass.async_block_till_done()
-    issue = issue_registry.async_get_issue("tts_ai", f"local_packages_{entry.entry_id}")
+    issue = issue_registry.async_get_issue(
+        "tts_ai", f"local_packages_{cloud_first_entry.entry_id}"
+    )
     assert issue is not None
     assert issue.translation_placeholders["packages"] == "onnxruntime"
     assert hass.states.get(LOCAL_MODELS).state == "unavailable"
@@ -382,12 +417,10 @@ async def test_missing_packages_raise_a_repair_issue(
 
 async def test_the_repair_says_why_the_packages_could_not_be_installed(
     hass: HomeAssistant,
-    standin: StandinServer,
+    cloud_first_entry: MockConfigEntry,
     issue_registry: ir.IssueRegistry,
 ) -> None:
     """When installing the packages fails, the repair gives the installer's reason."""
-    entry = make_entry(standin, mode="cloud_first")
-    entry.add_to_hass(hass)
     refused = RequirementsNotFound("tts_ai", ["onnxruntime==1.20.0"])
     with (
         packages_missing(),
@@ -396,10 +429,12 @@ async def test_the_repair_says_why_the_packages_could_not_be_installed(
             side_effect=refused,
         ),
     ):
-        assert await hass.config_entries.async_setup(entry.entry_id)
+        assert await hass.config_entries.async_setup(cloud_first_entry.entry_id)
     await hass.async_block_till_done()
 
-    issue = issue_registry.async_get_issue("tts_ai", f"local_packages_{entry.entry_id}")
+    issue = issue_registry.async_get_issue(
+        "tts_ai", f"local_packages_{cloud_first_entry.entry_id}"
+    )
     assert issue is not None
     assert issue.translation_placeholders["error"] == str(refused)
     assert "onnxruntime==1.20.0" in issue.translation_placeholders["error"]
@@ -408,22 +443,21 @@ async def test_the_repair_says_why_the_packages_could_not_be_installed(
 
 async def test_packages_repair_goes_when_the_entry_turns_cloud_only(
     hass: HomeAssistant,
-    standin: StandinServer,
+    cloud_first_entry: MockConfigEntry,
     issue_registry: ir.IssueRegistry,
 ) -> None:
     """Without an on-device engine, the missing-packages repair no longer applies."""
-    entry = make_entry(standin, mode="cloud_first")
-    entry.add_to_hass(hass)
     with packages_missing():
-        assert await hass.config_entries.async_setup(entry.entry_id)
+        assert await hass.config_entries.async_setup(cloud_first_entry.entry_id)
         await hass.async_block_till_done()
-        issue_id = f"local_packages_{entry.entry_id}"
+        issue_id = f"local_packages_{cloud_first_entry.entry_id}"
         assert issue_registry.async_get_issue("tts_ai", issue_id) is not None
 
         hass.config_entries.async_update_entry(
-            entry, options={**entry.options, "mode": "cloud_only"}
+            cloud_first_entry,
+            options={**cloud_first_entry.options, "mode": "cloud_only"},
         )
-        assert await hass.config_entries.async_reload(entry.entry_id)
+        assert await hass.config_entries.async_reload(cloud_first_entry.entry_id)
         await hass.async_block_till_done()
 
     assert issue_registry.async_get_issue("tts_ai", issue_id) is None
@@ -440,27 +474,19 @@ async def test_another_engine_speaks_and_listens_in_the_clouds_place(
     """With "another engine", the fallback is a second TTS/STT entity."""
     assert await async_setup_component(hass, "media_source", {})
     await setup_local_only_entry(hass, model_server, shared_config_dir)
-
-    cloud = make_entry(
+    await setup_another_engine_entry(
+        hass,
         standin,
-        mode="cloud_first",
-        local_engine="entity",
         local_tts_entity="tts.tts_ai_on_device_text_to_speech",
         local_stt_entity="stt.tts_ai_on_device_speech_to_text",
-        hedge_deadline=0.5,
     )
-    cloud.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(cloud.entry_id)
-    await hass.async_block_till_done()
 
     standin.inject(Fault.REFUSE)
     audio = await speak(hass, hass_client, ANNOUNCEMENT)
     assert "garage door is open" in await heard(audio)
 
-    pcm = await decode_pcm(await synthesize_wav("Open the blinds."))
-    client = await hass_client()
-    response = await client.post(f"/api/stt/{STT_ENTITY}", data=pcm, headers=HEADERS)
-    assert "blinds" in (await response.json())["text"].lower()
+    answer = await transcribed(hass_client, STT_ENTITY, "Open the blinds.")
+    assert "blinds" in answer["text"].lower()
 
 
 async def test_local_only_entry_works_without_any_cloud(
@@ -872,6 +898,18 @@ async def wait_for_status(local: Any, status: str) -> None:
             await asyncio.sleep(0.05)
 
 
+async def setup_until_models_fail(hass: HomeAssistant, entry: MockConfigEntry) -> State:
+    """Set up ``entry``, wait until its on-device models have failed; return the
+    state of its models sensor."""
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await wait_for_status(entry.runtime_data.local, ModelStatus.FAILED)
+    await hass.async_block_till_done()
+    state = hass.states.get("sensor.tts_ai_on_device_local_models")
+    assert state is not None
+    return state
+
+
 async def on_device_error(hass: HomeAssistant, entity_id: str) -> HomeAssistantError:
     """Ask ``entity_id`` for speech; return the error it raises."""
     from homeassistant.components import tts
@@ -894,24 +932,18 @@ async def test_models_that_could_not_be_fetched_are_tried_again_later(
     use_config_dir(hass, shared_config_dir)
     hass.config.language = "pt-BR"  # the model server has no Portuguese voice
     entry = local_only_entry(model_server)
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
+    state = await setup_until_models_fail(hass, entry)
     local = entry.runtime_data.local
-    await wait_for_status(local, ModelStatus.FAILED)
-    await hass.async_block_till_done()
 
-    state = hass.states.get("sensor.tts_ai_on_device_local_models")
     assert state.state == "failed"
     assert state.attributes["error"] == "no Piper voice speaks pt-BR"
     error = await on_device_error(hass, "tts.tts_ai_on_device_text_to_speech")
     assert error.translation_key == "local_not_ready"
     assert "no Piper voice speaks pt-BR" in str(error)
-    pcm = await decode_pcm(await synthesize_wav("Open the blinds."))
-    client = await hass_client()
-    response = await client.post(
-        "/api/stt/stt.tts_ai_on_device_speech_to_text", data=pcm, headers=HEADERS
+    answer = await transcribed(
+        hass_client, "stt.tts_ai_on_device_speech_to_text", "Open the blinds."
     )
-    assert (await response.json())["result"] == "error"
+    assert answer["result"] == "error"
 
     hass.config.language = "en"
     async_fire_time_changed(
@@ -938,17 +970,12 @@ async def test_a_speech_model_that_will_not_load_is_reported(
         whisper_model=FAKE_WHISPER_MODEL,  # the right files, not a model
         keep_engines_loaded=True,  # so Whisper is loaded at start-up
     )
-    entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    local = entry.runtime_data.local
-    await wait_for_status(local, ModelStatus.FAILED)
-    await hass.async_block_till_done()
+    state = await setup_until_models_fail(hass, entry)
 
-    state = hass.states.get("sensor.tts_ai_on_device_local_models")
     assert state.state == "failed"
     # CTranslate2's own words: the model file is not one it can load.
     assert "model" in state.attributes["error"]
-    assert state.attributes["error"] == local.error
+    assert state.attributes["error"] == entry.runtime_data.local.error
     assert await hass.config_entries.async_unload(entry.entry_id)
 
 
@@ -960,25 +987,16 @@ async def test_another_engine_that_is_missing_is_a_clear_error(
     """ "Another engine" whose entity is gone (or never chosen): the device's
     speech and transcription say so instead of failing obscurely."""
     assert await async_setup_component(hass, "homeassistant", {})
-    gone = make_entry(
-        standin,
-        mode="cloud_first",
-        local_engine="entity",
-        local_tts_entity="tts.removed_engine",
-        hedge_deadline=0.5,
+    gone = await setup_another_engine_entry(
+        hass, standin, local_tts_entity="tts.removed_engine"
     )
-    gone.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(gone.entry_id)
-    await hass.async_block_till_done()
     standin.inject(Fault.REFUSE)
 
     error = await on_device_error(hass, TTS_ENTITY)
     assert error.translation_key == "local_not_ready"
     assert "tts.removed_engine is not available" in str(error)
-    pcm = await decode_pcm(await synthesize_wav("Open the blinds."))
-    client = await hass_client()
-    response = await client.post(f"/api/stt/{STT_ENTITY}", data=pcm, headers=HEADERS)
-    assert (await response.json())["result"] == "error"
+    answer = await transcribed(hass_client, STT_ENTITY, "Open the blinds.")
+    assert answer["result"] == "error"
 
     hass.config_entries.async_update_entry(
         gone, options={**gone.options, "local_tts_entity": None}
