@@ -159,7 +159,7 @@ class NoiseSuppressor:
         frames = np.fft.irfft(spectra, _FFT, axis=1) * self._WINDOW
         # Overlap-add: each step's first half plus the step before's second.
         tails = np.concatenate([self._overlap[np.newaxis], frames[:-1, FRAME:]])
-        cleaned = (frames[:, :FRAME] + tails).reshape(-1)
+        cleaned: FloatArray = (frames[:, :FRAME] + tails).reshape(-1)
         self._overlap = frames[-1, FRAME:].copy()
         return np.clip(np.round(cleaned), -32768, 32767).astype(np.int16)
 

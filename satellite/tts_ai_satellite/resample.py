@@ -26,8 +26,9 @@ def lowpass_taps(from_rate: int, to_rate: int) -> np.ndarray | None:
         return None
     cutoff = _PASSBAND * to_rate / from_rate  # relative to the input's Nyquist
     offsets = np.arange(FILTER_TAPS) - (FILTER_TAPS - 1) / 2
-    taps = cutoff * np.sinc(cutoff * offsets) * np.blackman(FILTER_TAPS)
-    return taps / taps.sum()  # unity gain at 0 Hz
+    taps: np.ndarray = cutoff * np.sinc(cutoff * offsets) * np.blackman(FILTER_TAPS)
+    unity: np.ndarray = taps / taps.sum()  # unity gain at 0 Hz
+    return unity
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

@@ -80,7 +80,7 @@ class EndOfSpeechDetector:
         whole = len(joined) - len(joined) % self._frame_length
         for start in range(0, whole, self._frame_length):
             self._frame(joined[start : start + self._frame_length])
-            if self.ended:
+            if self.end_reason is not None:  # (mypy takes `ended` as still False)
                 break
         self._pending = joined[whole:]
         return self.ended
