@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import importlib
 import os
 from pathlib import Path
+import socket
 import statistics
 import sys
 import time
@@ -225,6 +226,13 @@ def median_of(config: BenchConfig) -> str:
     return (
         f"median of {config.repeats} alternating rounds after {config.warmups} warm-up"
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def elapsed_since(start: float) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import wave
 import aiohttp
 from aiohttp import web
 
-from .common import REPO_ROOT, BenchConfig, Figure, integration_module
+from .common import REPO_ROOT, BenchConfig, Figure, free_port, integration_module
 
 _TICK = 0.005
 _PART_SECONDS = 320  # 14 MB of 22,050 Hz 16-bit mono
@@ -85,7 +84,7 @@ class _AudioServer:
     """
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -116,12 +115,6 @@ class _AudioServer:
         """Answer the next TTS requests with the ``part`` or the ``big`` WAV."""
         async with session.post(f"http://127.0.0.1:{self.port}/mode/{kind}"):
             pass
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serve(port: int) -> None:

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 from importlib.metadata import version
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from wyoming.tts import (
     SynthesizeVoice,
 )
 
-from .common import confine_threads, elapsed_since
+from .common import confine_threads, elapsed_since, free_port
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,13 +48,6 @@ _START_TIMEOUT = 120.0
 _STOP_TIMEOUT = 10.0
 
 
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
 class WyomingServer:
     """A Wyoming server (``package``) on 127.0.0.1, run for an ``async with`` block.
 
@@ -66,7 +58,7 @@ class WyomingServer:
     def __init__(self, package: str) -> None:
         """Pick a port and a scratch folder for the server of ``package``."""
         self.package = package
-        self.port = _free_port()
+        self.port = free_port()
         self.version = version(package)
         self._process: asyncio.subprocess.Process | None = None
         self._scratch = tempfile.TemporaryDirectory(prefix=f"bench-{package}-")
