@@ -13,7 +13,12 @@ import sys
 
 import numpy as np
 import pytest
-from scripts.benchmarks.wake import NOISE_SNR_DB, espeak_16k, mix_at_snr
+from scripts.benchmarks.wake import (
+    NOISE_SNR_DB,
+    detection_samples,
+    espeak_16k,
+    mix_at_snr,
+)
 
 from tests.harness.standin.engines import synthesize_pcm, transcribe_samples
 from tts_ai_satellite.denoise import NoiseSuppressor
@@ -48,11 +53,7 @@ def _stream(*parts: np.ndarray) -> bytes:
 
 def _detections(listener: WakeWordListener, audio: bytes) -> list[float]:
     """Seconds into ``audio`` at which the listener fired (end of the chunk)."""
-    fired = []
-    for start in range(0, len(audio), CHUNK):
-        if listener.feed(audio[start : start + CHUNK]):
-            fired.append((start + CHUNK) / 2 / RATE)
-    return fired
+    return [sample / RATE for sample in detection_samples(listener, audio)]
 
 
 def _words(text: str) -> list[str]:

@@ -174,11 +174,6 @@ def _padded(speech: np.ndarray, seconds: float = 0.5) -> np.ndarray:
     return np.concatenate([pad, speech, pad])
 
 
-def detections(listener: WakeWordListener, audio: bytes) -> int:
-    """How often the listener fires over ``audio``, fed as the microphone does."""
-    return len(detection_samples(listener, audio))
-
-
 def detection_samples(listener: WakeWordListener, audio: bytes) -> list[int]:
     """The sample after which each of the listener's detections in ``audio`` came."""
     return [
@@ -186,6 +181,21 @@ def detection_samples(listener: WakeWordListener, audio: bytes) -> list[int]:
         for start in range(0, len(audio), CHUNK_BYTES)
         if listener.feed(audio[start : start + CHUNK_BYTES])
     ]
+
+
+def fresh_detections(
+    pcm: bytes,
+    threshold: float | None = DEFAULT_WAKE_THRESHOLD,
+    level: float | None = DEFAULT_NOISE_SUPPRESSION_DB,
+    gain: float | None = DEFAULT_WAKE_GAIN_DB,
+) -> list[int]:
+    """:func:`detection_samples` of a new listener with these settings.
+
+    The defaults are the satellite's; None leaves that part out (the
+    threshold: the model's own).
+    """
+    model = MicroWakeWordModel(MODEL, threshold, level, gain)
+    return detection_samples(WakeWordListener(model), pcm)
 
 
 # --- 10a: detection ---------------------------------------------------------------
@@ -251,17 +261,14 @@ def detection_figure(config: BenchConfig) -> Figure:
                     (clean, _padded(speech)),
                     (noisy, mix_at_snr(_padded(speech, 2.0), NOISE_SNR_DB, rng)),
                 ):
-                    listener = WakeWordListener(
-                        MicroWakeWordModel(MODEL, DEFAULT_WAKE_THRESHOLD)
-                    )
-                    for key, (threshold, level, gain) in variants.items():
-                        variant = MicroWakeWordModel(MODEL, threshold, level, gain)
-                        if detections(WakeWordListener(variant), _pcm(audio)) == 0:
+                    pcm = _pcm(audio)
+                    for key, settings in variants.items():
+                        if not fresh_detections(pcm, *settings):
                             variant_misses[key] += 1
                     tally.tried += 1
                     counts = per_voice.setdefault(name, [0, 0])
                     counts[0] += 1
-                    if detections(listener, _pcm(audio)) == 0:
+                    if not fresh_detections(pcm):
                         tally.missed += 1
                         counts[1] += 1
                         kind = "clean" if tally is clean else "noise"
@@ -331,6 +338,17 @@ def _speech_stream(
     )
     voices += [lambda t, v=v: espeak_16k(t, v) for v in ESPEAK_VOICES[:2]]
     utterances = [speak(text) for speak in voices for text in texts]
+    return _kitchen_stream(utterances, minutes, rng)
+
+
+def _kitchen_stream(
+    utterances: list[np.ndarray], minutes: float, rng: np.random.Generator
+) -> np.ndarray:
+    """``utterances`` cycled in a shuffled order, ``minutes`` long.
+
+    Each with a new gap before it (0.5-3 s) and a new level; household noise
+    15 dB below the speech under it all.
+    """
     target = round(minutes * 60 * RATE)
     parts: list[np.ndarray] = []
     length = 0
@@ -349,16 +367,6 @@ def _speech_stream(
     )
 
 
-def _false_wake_ups(
-    pcm: bytes,
-    threshold: float | None = DEFAULT_WAKE_THRESHOLD,
-    level: float | None = DEFAULT_NOISE_SUPPRESSION_DB,
-    gain: float | None = DEFAULT_WAKE_GAIN_DB,
-) -> int:
-    model = MicroWakeWordModel(MODEL, threshold, level, gain)
-    return detections(WakeWordListener(model), pcm)
-
-
 def false_activation_figures(config: BenchConfig) -> list[Figure]:
     """Figures 10b and 10e: activations in speech without the wake word."""
     minutes = (
@@ -371,7 +379,7 @@ def false_activation_figures(config: BenchConfig) -> list[Figure]:
     )
     pcm = _pcm(stream)
     started = time.process_time()
-    false_activations = _false_wake_ups(pcm)
+    false_activations = len(fresh_detections(pcm))
     cpu_seconds = time.process_time() - started
     # The anchor: the same stream with wake phrases spliced in at even places.
     spliced = stream.copy()
@@ -382,10 +390,7 @@ def false_activation_figures(config: BenchConfig) -> list[Figure]:
         end = min(len(spliced), at + len(phrase))
         spliced[at:end] = spliced[at:end] * 0.1 + phrase[: end - at]
         spans.append((at, end))
-    fired = detection_samples(
-        WakeWordListener(MicroWakeWordModel(MODEL, DEFAULT_WAKE_THRESHOLD)),
-        _pcm(spliced),
-    )
+    fired = fresh_detections(_pcm(spliced))
     heard = sum(any(at < sample <= end for sample in fired) for at, end in spans)
     ordinary = Figure(
         key="wake_false_activations",
@@ -405,9 +410,9 @@ def false_activation_figures(config: BenchConfig) -> list[Figure]:
             "minutes": minutes,
             "spliced": SPLICED_WAKE_PHRASES,
             "model_cpu_seconds": round(cpu_seconds, 3),
-            "false_wake_ups_without_gain": _false_wake_ups(pcm, gain=NO_GAIN),
-            "false_wake_ups_without_noise_suppression": _false_wake_ups(
-                pcm, level=NO_SUPPRESSION
+            "false_wake_ups_without_gain": len(fresh_detections(pcm, gain=NO_GAIN)),
+            "false_wake_ups_without_noise_suppression": len(
+                fresh_detections(pcm, level=NO_SUPPRESSION)
             ),
         },
     )
@@ -423,10 +428,14 @@ def false_activation_figures(config: BenchConfig) -> list[Figure]:
             ' people also saying "Okay, ..." (held-out sentences)'
         ),
         unit="wake-ups",
-        value=float(_false_wake_ups(okay_pcm)),
+        value=float(len(fresh_detections(okay_pcm))),
         value_label="false wake-ups",
         anchor=float(
-            _false_wake_ups(okay_pcm, MODELS_OWN_THRESHOLD, NO_SUPPRESSION, NO_GAIN)
+            len(
+                fresh_detections(
+                    okay_pcm, MODELS_OWN_THRESHOLD, NO_SUPPRESSION, NO_GAIN
+                )
+            )
         ),
         anchor_label="the bare model at its own 0.85",
         goal=0.0,
@@ -438,7 +447,9 @@ def false_activation_figures(config: BenchConfig) -> list[Figure]:
         extras={
             "minutes": minutes,
             "sentences": list(HELD_OUT_NEAR_MISSES),
-            "false_wake_ups_without_gain": _false_wake_ups(okay_pcm, gain=NO_GAIN),
+            "false_wake_ups_without_gain": len(
+                fresh_detections(okay_pcm, gain=NO_GAIN)
+            ),
         },
     )
     return [ordinary, okay]
@@ -782,7 +793,10 @@ def tune() -> None:
     streams = []
     for seed, near_misses in DEVELOPMENT_STREAMS:
         utterances = ordinary + near if near_misses else ordinary
-        streams.append(_pcm(_development_stream(utterances, seed)))
+        stream = _kitchen_stream(
+            utterances, FALSE_ACTIVATION_MINUTES_FULL, np.random.default_rng(seed)
+        )
+        streams.append(_pcm(stream))
     print(f"{len(phrases)} wake phrases (half noisy), {len(streams)} x 30 min")
     print(f"rule: {TUNING_RULE}")
     for gain, level in TUNING_FRONT_ENDS:
@@ -798,24 +812,6 @@ def tune() -> None:
                 f"  false wake-ups {sum(false):2d} {false}",
                 flush=True,
             )
-
-
-def _development_stream(utterances: list[np.ndarray], seed: int) -> np.ndarray:
-    """30 minutes of ``utterances`` in household noise, as _speech_stream makes."""
-    rng = np.random.default_rng(seed)
-    target = round(FALSE_ACTIVATION_MINUTES_FULL * 60 * RATE)
-    parts: list[np.ndarray] = []
-    length = 0
-    order = rng.permutation(len(utterances))
-    while length < target:
-        gap = np.zeros(round(rng.uniform(0.5, 3.0) * RATE))
-        speech = utterances[order[len(parts) // 2 % len(order)]] * rng.uniform(0.3, 1)
-        parts += [gap, speech]
-        length += len(gap) + len(speech)
-    stream = np.concatenate(parts)[:target]
-    level = float(np.sqrt(np.mean(stream[np.abs(stream) > 300] ** 2)))
-    noise = household_noise(len(stream), rng) * level / 10 ** (15 / 20)
-    return np.asarray(stream + noise)
 
 
 async def wake_figures(config: BenchConfig) -> list[Figure]:
