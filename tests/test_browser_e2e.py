@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.harness import realhass as devenv
-from tests.harness.realhass import free_port, free_ports
+from tests.harness.realhass import free_port
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "browser"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -231,11 +231,10 @@ def test_a_user_walks_the_integration_in_a_browser(
 ) -> None:
     """Log in, add (a wrong key), options, device, media browser, assistant."""
     log = tmp_path / "servers.log"
-    ports = free_ports(2)
     with (
         log.open("w") as output,
         devenv.running_instance(
-            config_dir, standin_port=ports[0], models_port=ports[1], output=output
+            config_dir, ports=devenv.ServerPorts.free(), output=output
         ) as dev,
     ):
         page = Page(browser, dev.hass_url)

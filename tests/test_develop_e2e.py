@@ -172,14 +172,10 @@ def test_develop_environment_speaks_through_home_assistant(
     socket_enabled: None, config_dir: Path, server_log: Path, tmp_path: Path
 ) -> None:
     """Fresh config: onboarded, entry added, tts.speak plays stand-in speech."""
-    standin_port, models_port = realhass.free_ports(2)
     with (
         server_log.open("w") as output,
         realhass.running_instance(
-            config_dir,
-            standin_port=standin_port,
-            models_port=models_port,
-            output=output,
+            config_dir, ports=realhass.ServerPorts.free(), output=output
         ) as dev,
     ):
         assert dev.entry["domain"] == "tts_ai"
@@ -303,24 +299,15 @@ def test_develop_second_run_skips_onboarding(
     socket_enabled: None, config_dir: Path, server_log: Path
 ) -> None:
     """On an existing config, develop logs in and keeps the entry it made."""
-    # develop always uses the same ones
-    standin_port, models_port = realhass.free_ports(2)
+    ports = realhass.ServerPorts.free()  # develop always uses the same ones
     with server_log.open("w") as output:
-        with realhass.running_instance(
-            config_dir,
-            standin_port=standin_port,
-            models_port=models_port,
-            output=output,
-        ) as first:
+        with realhass.running_instance(config_dir, ports=ports, output=output) as first:
             first_entry = first.entry["entry_id"]
             first_pipeline = first.pipeline["id"]
             satellite_token = first.satellite_token_file.read_text()
         _as_after_an_unconfirmed_trial(config_dir)
         with realhass.running_instance(
-            config_dir,
-            standin_port=standin_port,
-            models_port=models_port,
-            output=output,
+            config_dir, ports=ports, output=output
         ) as second:
             onboarding = realhass.http_request(
                 "GET", f"{second.hass_url}/api/onboarding"

@@ -341,12 +341,8 @@ def running_home_assistant(
         config_dir = realhass.throwaway_config_dir(
             Path(scratch), {"default": "warning", "logs": logs or {}}
         )
-        standin_port, models_port = realhass.free_ports(2)
         with realhass.running_instance(
-            config_dir,
-            standin_port=standin_port,
-            models_port=models_port,
-            output=output,
+            config_dir, ports=realhass.ServerPorts.free(), output=output
         ) as dev:
             yield dev
 

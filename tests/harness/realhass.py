@@ -59,6 +59,22 @@ CONFIGURATION_FILE = "configuration.yaml"
 FRONTEND_PACKAGE = "home-assistant-frontend"
 DEFAULT_STANDIN_PORT = 8765
 DEFAULT_MODELS_PORT = 8766
+
+
+@dataclass(frozen=True)
+class ServerPorts:
+    """Where the stand-in and the model server listen (on loopback)."""
+
+    standin: int = DEFAULT_STANDIN_PORT
+    models: int = DEFAULT_MODELS_PORT
+
+    @classmethod
+    def free(cls) -> ServerPorts:
+        """Two ports nothing uses now: a throw-away instance's."""
+        standin, models = free_ports(2)
+        return cls(standin, models)
+
+
 LOOPBACK = "127.0.0.1"
 LOOPBACK_HOSTS = frozenset({LOOPBACK, "localhost"})
 DEFAULT_HASS_PORT = 8123
@@ -947,8 +963,7 @@ class DevInstance:
 def running_instance(
     config_dir: Path,
     *,
-    standin_port: int = DEFAULT_STANDIN_PORT,
-    models_port: int = DEFAULT_MODELS_PORT,
+    ports: ServerPorts = ServerPorts(),
     output: IO[str] | None = None,
 ) -> Iterator[DevInstance]:
     """Bring the environment up; stop both servers on leaving, even on error.
@@ -962,14 +977,14 @@ def running_instance(
     prepare_config_dir(config_dir)
     url = hass_url(configuration)
 
-    standin = start_standin(standin_port, output=output)
+    standin = start_standin(ports.standin, output=output)
     # The on-device fallback downloads its models from here, as it would from
     # Hugging Face.
-    models = start_model_server(models_port, output=output)
-    models_url = f"http://{LOOPBACK}:{models_port}"
+    models = start_model_server(ports.models, output=output)
+    models_url = f"http://{LOOPBACK}:{ports.models}"
     hass: subprocess.Popen[bytes] | None = None
     try:
-        standin_url = f"http://{LOOPBACK}:{standin_port}/v1/"
+        standin_url = f"http://{LOOPBACK}:{ports.standin}/v1/"
         wait_for_http(
             f"{standin_url}models/",
             standin,
@@ -1055,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with running_instance(
-            args.config, standin_port=args.standin_port, models_port=args.models_port
+            args.config, ports=ServerPorts(args.standin_port, args.models_port)
         ) as dev:
             print(
                 "\n"
