@@ -40,6 +40,8 @@ import numpy as np
 import pytest
 import pytest_socket
 
+from scripts.benchmarks.common import whisper_dir
+from scripts.benchmarks.wake import espeak_16k
 from tests.harness import realhass
 from tests.harness.alsa_room import AlsaRoom
 from tests.harness.assist_home import (
@@ -55,8 +57,16 @@ from tests.harness.assist_home import (
     words,
 )
 from tests.harness.standin.engines import synthesize_pcm, transcribe_samples
-from tts_ai_satellite.ha import HomeAssistant, choose_pipeline
+from tts_ai_satellite.app import FileInput
+from tts_ai_satellite.ha import (
+    HomeAssistant,
+    TurnResult,
+    WakeWordRejectedError,
+    choose_pipeline,
+    run_turn,
+)
 from tts_ai_satellite.resample import resample
+from tts_ai_satellite.vad import EndOfSpeechDetector
 from tts_ai_satellite.wav import Pcm
 
 SATELLITE = REPO_ROOT / "scripts" / "satellite"
@@ -281,6 +291,10 @@ def test_satellite_reconnects_after_home_assistant_restarts(
 # --- live mode: microphone and speaker through ALSA's file plugin --------------------
 
 WAKE_COMMAND = "Okay Nabu, turn on the kitchen lights."
+WAKE_VERIFY = ("--wake-verify", str(whisper_dir()))
+# What fires the wake-word model without being the wake word, every time
+# (espeak-ng says it the same way each time); Whisper hears "leaving".
+NEAR_MISS = ("OK, I'm leaving now.", "en-us+m3")
 NO_WAKE_COMMAND = "Please turn on the kitchen lights."
 KITCHEN_LIGHTS = "Kitchen Lights"
 
@@ -320,11 +334,11 @@ def _switch_off(home: AssistHome, entity_id: str) -> None:
 
 @contextlib.contextmanager
 def _live_satellite(
-    home: AssistHome, room: AlsaRoom
+    home: AssistHome, room: AlsaRoom, *extra: str
 ) -> Iterator[tuple[subprocess.Popen[str], _Output, _Output]]:
     """The satellite on the room's microphone and speaker, listening for Okay Nabu."""
     satellite = subprocess.Popen(
-        _satellite_args(home, "--wake-word", "okay_nabu", "--debug"),
+        _satellite_args(home, "--wake-word", "okay_nabu", "--debug", *extra),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -355,7 +369,7 @@ def test_live_wake_word_turns_the_light_on_and_the_reply_is_heard(
     """Hands-free: noise, "Okay Nabu, turn on the kitchen lights.", noise."""
     lights = _kitchen_lights(home)["entity_id"]
     _switch_off(home, lights)
-    with _live_satellite(home, room) as (_satellite, stdout, stderr):
+    with _live_satellite(home, room, *WAKE_VERIFY) as (_satellite, stdout, stderr):
         _say(room, WAKE_COMMAND)
         stdout.wait_for(lambda lines: any(x.startswith("reply: ") for x in lines), 90)
         stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 2, 60)
@@ -370,6 +384,7 @@ def test_live_wake_word_turns_the_light_on_and_the_reply_is_heard(
     assert len(command) <= 7, heard  # "It's" splits into two words
     assert _kitchen_lights(home)["state"] == "on"
     assert stderr.count("Wake word 'Okay Nabu' heard") == 1
+    assert stderr.count("Wake word confirmed by Whisper") == 1
     assert stderr.count("First command audio sent") == 1
     # The reply came out of the speaker (the longest sound played; the
     # others are the cues), at the speaker's rate, as speech of the reply.
@@ -399,3 +414,116 @@ def test_live_without_the_wake_word_nothing_is_sent(
     assert _kitchen_lights(home)["state"] == "off"
     # Not even a cue (PortAudio's probing leaves empty files).
     assert [path.stat().st_size for path in room.speaker_files()] in ([], [0])
+
+
+def test_live_near_miss_is_turned_down_and_nothing_happens(
+    socket_enabled: None, home: AssistHome, room: AlsaRoom
+) -> None:
+    """The model wakes on "OK, I'm leaving now"; Whisper says no.
+
+    The command said right after it would otherwise have been run: the light
+    stays off, nothing is said, not even a cue sounds.
+    """
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    text, voice = NEAR_MISS
+    with _live_satellite(home, room, *WAKE_VERIFY) as (_satellite, stdout, stderr):
+        room.play(espeak_16k(text, voice))
+        _say(room, "Turn on the kitchen lights.")
+        stderr.wait_for(lambda _: stderr.count("Not the wake word after all") == 1, 60)
+        stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 2, 60)
+        room.wait_until_said()
+        time.sleep(2)  # the rest of the command: nothing more happens
+    assert stderr.count("Wake word 'Okay Nabu' heard") == 1  # the model fired
+    assert stderr.count("Wake word rejected by Whisper") == 1
+    assert "stt-end" not in stderr.text  # Home Assistant's run was cancelled
+    assert not any(x.startswith(("heard: ", "reply: ")) for x in stdout.lines)
+    assert _kitchen_lights(home)["state"] == "off"
+    assert [path.stat().st_size for path in room.speaker_files()] in ([], [0])
+
+
+# --- the second opinion and the pipeline ---------------------------------------------
+
+
+async def _turn_with_second_opinion(
+    home: AssistHome, verdict: bool, *, after_speech_to_text: bool
+) -> tuple[TurnResult | None, list[str]]:
+    """ "Turn on the kitchen lights." as a wake word's command, and the verdict.
+
+    The verdict comes with the first audio sent (while Home Assistant is still
+    listening) or after its speech-to-text has ended. Returns the turn's
+    result (None: rejected) and the pipeline events seen.
+    """
+    spoken = synthesize_pcm("Turn on the kitchen lights.")
+    samples = np.frombuffer(spoken.pcm, dtype="<i2")
+    command = FileInput(
+        Pcm(np.concatenate([samples, np.zeros(spoken.sample_rate)]), spoken.sample_rate)
+    )
+    events: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        ha = HomeAssistant(session, home.url, home.token)
+        await ha.connect()
+        try:
+            pipelines, preferred = await ha.pipelines()
+            pipeline = choose_pipeline(pipelines, preferred, PIPELINE_NAME)
+            confirmation: asyncio.Future[bool] = (
+                asyncio.get_running_loop().create_future()
+            )
+
+            def on_event(kind: str, _data: dict[str, Any]) -> None:
+                events.append(kind)
+                if kind == "stt-end" and after_speech_to_text:
+                    confirmation.set_result(verdict)
+
+            def on_audio_sent() -> None:
+                if not after_speech_to_text:
+                    confirmation.set_result(verdict)
+
+            try:
+                result = await run_turn(
+                    ha,
+                    pipeline,
+                    command.chunks(),
+                    end_of_speech=EndOfSpeechDetector(16000),
+                    on_event=on_event,
+                    on_audio_sent=on_audio_sent,
+                    confirmation=confirmation,
+                )
+            except WakeWordRejectedError:
+                result = None
+            await asyncio.sleep(1.0)  # time for anything still running in HA
+        finally:
+            await ha.close()
+    return result, events
+
+
+@pytest.mark.parametrize(
+    ("verdict", "after_speech_to_text"),
+    [(False, False), (False, True), (True, True)],
+    ids=["no-while-listening", "no-after-speech-to-text", "yes-after-speech-to-text"],
+)
+def test_second_opinion_decides_whether_the_command_runs(
+    socket_enabled: None,
+    home: AssistHome,
+    verdict: bool,
+    after_speech_to_text: bool,
+) -> None:
+    """Speech-to-text runs beside the check; the intent only after a yes."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    result, events = asyncio.run(
+        _turn_with_second_opinion(
+            home, verdict, after_speech_to_text=after_speech_to_text
+        )
+    )
+    if not verdict:
+        assert result is None
+        assert "intent-start" not in events
+        assert ("stt-end" in events) is after_speech_to_text
+        assert _kitchen_lights(home)["state"] == "off"
+        return
+    assert result is not None
+    assert words(result.heard) == ["turn", "on", "the", "kitchen", "lights"]
+    assert result.reply, result
+    assert events.index("stt-end") < events.index("intent-start")
+    assert _kitchen_lights(home)["state"] == "on"

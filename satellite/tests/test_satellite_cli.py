@@ -205,3 +205,22 @@ def test_without_url_it_stops_at_once_and_says_why(
     assert result.returncode == 2, result.stderr
     assert "no Home Assistant address: pass --url http://HOST:8123" in result.stderr
     assert "homeassistant.local" not in result.stderr
+
+
+def test_wake_verify_needs_the_on_device_wake_word_and_a_model(
+    token_file: Path, tmp_path: Path
+) -> None:
+    result = _satellite("--token-file", str(token_file), "--wake-verify")
+    assert result.returncode == 2
+    assert "--wake-verify checks the on-device --wake-word" in result.stderr
+    no_model = tmp_path / "empty"
+    no_model.mkdir()
+    result = _satellite(
+        *("--token-file", str(token_file), "--wake-word"),
+        *("--wake-verify", str(no_model)),
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(
+        f"satellite: --wake-verify: cannot load the Whisper model '{no_model}'"
+    )

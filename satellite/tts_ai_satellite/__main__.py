@@ -24,6 +24,7 @@ from .audio import (
     select_device,
 )
 from .ha import AuthenticationError, PipelineNotFoundError, websocket_url
+from .verify import DEFAULT_VERIFY_MODEL, WhisperVerifier
 from .wake import (
     DEFAULT_NOISE_SUPPRESSION_DB,
     DEFAULT_WAKE_GAIN_DB,
@@ -133,6 +134,16 @@ def build_parser() -> argparse.ArgumentParser:
         " best. Only the model hears it raised",
     )
     parser.add_argument(
+        "--wake-verify",
+        nargs="?",
+        const=DEFAULT_VERIFY_MODEL,
+        metavar="MODEL",
+        help="a second opinion on every wake word: Whisper (faster-whisper model"
+        f" name or directory; default {DEFAULT_VERIFY_MODEL}, downloaded once) hears"
+        " the moment it fired, beside the command, and a wake-up it does not"
+        " confirm ends before anything happens. Needs the `verify` extra",
+    )
+    parser.add_argument(
         "--ha-wake-word",
         action="store_true",
         help="stream all the time to the pipeline's wake-word engine in Home"
@@ -222,6 +233,8 @@ def settings_from(args: argparse.Namespace, token: str) -> Settings:
         raise UsageError(f"--url: {err}") from err
     if args.output is not None and not args.output.parent.is_dir():
         raise UsageError(f"--output: the folder {args.output.parent} does not exist")
+    if args.wake_verify and not args.wake_word:
+        raise UsageError("--wake-verify checks the on-device --wake-word")
     if args.wake_word and args.ha_wake_word:
         raise UsageError("--wake-word and --ha-wake-word: choose one")
     if (args.wake_word or args.ha_wake_word) and args.input is not None:
@@ -290,11 +303,24 @@ def wake_listener(args: argparse.Namespace) -> WakeWordListener | None:
         raise UsageError(f"--wake-word: {err}") from err
 
 
+def wake_verifier(
+    args: argparse.Namespace, listener: WakeWordListener | None
+) -> WhisperVerifier | None:
+    """The ``--wake-verify`` model, loaded before the event loop starts."""
+    if args.wake_verify is None or listener is None:
+        return None
+    try:
+        return WhisperVerifier(listener.model.phrase, args.wake_verify)
+    except WakeWordUnavailableError as err:
+        raise UsageError(f"--wake-verify: {err}") from err
+
+
 async def run(
     args: argparse.Namespace,
     settings: Settings,
     from_file: FileInput | None,
     listener: WakeWordListener | None = None,
+    verifier: WhisperVerifier | None = None,
 ) -> int:
     """Open the audio ends and run the satellite."""
     with open_audio(args, from_file) as (audio_in, audio_out):
@@ -303,6 +329,7 @@ async def run(
             audio_in,  # type: ignore[arg-type]
             audio_out,  # type: ignore[arg-type]
             wake_listener=listener,
+            wake_verifier=verifier,
         )
         return await satellite.run()
 
@@ -319,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         token = read_token(args.token_file)
         formatter.secret = token
         settings = settings_from(args, token)
-        return asyncio.run(run(args, settings, file_input(args), wake_listener(args)))
+        listener = wake_listener(args)
+        verifier = wake_verifier(args, listener)
+        return asyncio.run(run(args, settings, file_input(args), listener, verifier))
     except (UsageError, AudioDeviceError) as err:
         print(f"satellite: {err}", file=sys.stderr)
         return ExitCode.USAGE

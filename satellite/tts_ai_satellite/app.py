@@ -28,11 +28,13 @@ from .ha import (
     Pipeline,
     PipelineRunError,
     TurnResult,
+    WakeWordRejectedError,
     choose_pipeline,
     run_turn,
 )
 from .resample import resample
 from .vad import EndOfSpeechDetector
+from .verify import WakeWordVerifier
 from .wake import WakeWordListener
 from .wav import Pcm, write_wav
 
@@ -42,6 +44,8 @@ ASSIST_SAMPLE_RATE = 16000
 CHUNK_SECONDS = 0.03
 TRIGGER_POLL_SECONDS = 0.1
 WAKE_WORD_SOURCE = "wake word"
+VERIFY_TIMEOUT_SECONDS = 10.0
+"""A second opinion later than this is not waited for: the wake word stands."""
 
 
 class AudioInput(Protocol):
@@ -160,17 +164,20 @@ class Satellite:
         audio_in: AudioInput,
         audio_out: AudioOutput,
         wake_listener: WakeWordListener | None = None,
+        wake_verifier: WakeWordVerifier | None = None,
     ) -> None:
         """Wire the satellite to its settings and audio ends.
 
         With ``wake_listener`` the microphone is listened to all the time and
         the wake word, heard on this machine, starts a turn (so do the
-        triggers, as without it).
+        triggers, as without it). With ``wake_verifier`` too, each detection
+        gets a second opinion before its command's intent runs.
         """
         self.settings = settings
         self.audio_in = audio_in
         self.audio_out = audio_out
         self.wake_listener = wake_listener
+        self.wake_verifier = wake_verifier
         self.wake_to_audio_seconds: list[float] = []
         """Per wake-word turn: from the detection to the first command audio
         sent to Home Assistant (the benchmark reads it)."""
@@ -314,13 +321,21 @@ class Satellite:
         follow_up = False
         while True:
             pre_roll: bytes | None = None
+            clip: bytes | None = None
             if not follow_up and not wake_word:
                 source = await self._next_trigger(ha)
                 if source == WAKE_WORD_SOURCE:
                     assert self.wake_listener is not None
                     pre_roll = self.wake_listener.pre_roll()
+                    clip = self.wake_listener.clip()
             if ha.closed:
                 raise ConnectionLostError("connection lost")
+            confirmation: asyncio.Future[bool] | None = None
+            if clip is not None and self.wake_verifier is not None:
+                # Judged beside the command, which starts streaming at once.
+                confirmation = asyncio.ensure_future(
+                    second_opinion(self.wake_verifier, clip)
+                )
             try:
                 result = await self._turn(
                     ha,
@@ -328,6 +343,7 @@ class Satellite:
                     conversation_id,
                     wake_word=wake_word and not follow_up,
                     pre_roll=pre_roll,
+                    confirmation=confirmation,
                 )
             finally:
                 if self.wake_listener is not None:
@@ -409,16 +425,25 @@ class Satellite:
         *,
         wake_word: bool = False,
         pre_roll: bytes | None = None,
+        confirmation: asyncio.Future[bool] | None = None,
     ) -> TurnResult | None:
         """One turn; None if it failed in the pipeline (already reported).
 
         ``pre_roll``: the turn follows the on-device wake word, and the
         microphone has been listening since; the command is this audio and
         what the microphone has gathered since the word fired (nothing lost).
+        ``confirmation``: that wake word's second opinion, still to come; a
+        no ends the turn quietly (None).
         """
         if pre_roll is not None:
             audio = _after(pre_roll, self.audio_in.chunks())
-            self._cue_in_background(Cue.LISTENING)  # the command goes on meanwhile
+            # The command goes on meanwhile. A wake word still to be confirmed
+            # is not answered with a sound until it is: a false wake-up is
+            # not heard at all.
+            if confirmation is None:
+                self._cue_in_background(Cue.LISTENING)
+            else:
+                confirmation.add_done_callback(self._cue_if_confirmed)
         else:
             if not wake_word:
                 await self._cue(Cue.LISTENING)
@@ -436,7 +461,11 @@ class Satellite:
                 on_audio_sent=self._command_audio_sent
                 if pre_roll is not None
                 else None,
+                confirmation=confirmation,
             )
+        except WakeWordRejectedError:
+            _LOGGER.info("Not the wake word after all: listening again")
+            return None
         except PipelineRunError as err:
             print(f"error: {err}", flush=True)
             _LOGGER.warning("The turn failed: %s", err)
@@ -445,6 +474,8 @@ class Satellite:
         finally:
             # Muted from here until the next wait: the reply is not listened to.
             self.audio_in.stop_listening()
+            if confirmation is not None:
+                confirmation.cancel()  # a late verdict must not cue a past turn
         print(f"heard: {result.heard}", flush=True)
         print(f"reply: {result.reply}", flush=True)
         if result.reply and pipeline.tts_engine:
@@ -471,6 +502,14 @@ class Satellite:
             "First command audio sent %.0f ms after the wake word", latency * 1000
         )
 
+    def _cue_if_confirmed(self, confirmation: asyncio.Future[bool]) -> None:
+        if (
+            not confirmation.cancelled()
+            and confirmation.exception() is None
+            and confirmation.result()
+        ):
+            self._cue_in_background(Cue.LISTENING)
+
     def _cue_in_background(self, cue: Cue) -> None:
         task = asyncio.get_running_loop().create_task(self._cue(cue))
         self._background.add(task)  # keep a reference until it is done
@@ -488,6 +527,29 @@ class Satellite:
             await self.audio_out.cue(cue)
         except OSError as err:  # a speaker that went away must not end the session
             _LOGGER.warning("Playing a cue failed: %s", err)
+
+
+async def second_opinion(
+    verifier: WakeWordVerifier,
+    clip: bytes,
+    patience: float = VERIFY_TIMEOUT_SECONDS,
+) -> bool:
+    """``verifier`` on ``clip`` in a worker thread; yes if it cannot answer.
+
+    A check that fails or hangs must not silence the satellite: the wake word
+    then stands as the model heard it.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(patience):
+            return await loop.run_in_executor(None, verifier.confirms, clip)
+    except TimeoutError:
+        _LOGGER.warning(
+            "No second opinion on the wake word in %.0f s: it stands", patience
+        )
+    except (OSError, RuntimeError, ValueError) as err:
+        _LOGGER.warning("The wake word's second opinion failed (%s): it stands", err)
+    return True
 
 
 async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

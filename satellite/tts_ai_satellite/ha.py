@@ -6,7 +6,9 @@
 * :func:`choose_pipeline` — an Assist pipeline by id or name, or the preferred.
 * :func:`run_turn` — one ``assist_pipeline/run`` from audio to the intent's
   reply, streaming the audio until Home Assistant (or the local fallback
-  detector) says the speaker has stopped.
+  detector) says the speaker has stopped. When the wake word still awaits its
+  second opinion (:mod:`.verify`), the run ends at speech-to-text and the
+  intent runs only once the wake word is confirmed.
 * :meth:`HomeAssistant.reply_audio` — the reply spoken by the pipeline's TTS
   engine, as WAV. The websocket run has no option for the audio format (its
   ``tts-end`` URL serves MP3), so the satellite ends the run at the intent and
@@ -18,7 +20,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 import contextlib
 from dataclasses import dataclass
 import itertools
@@ -72,6 +74,10 @@ class CommandError(HomeAssistantError):
 
 class PipelineNotFoundError(HomeAssistantError):
     """The Assist pipeline the user named does not exist."""
+
+
+class WakeWordRejectedError(HomeAssistantError):
+    """The wake word's second opinion said no: the turn ended before its intent."""
 
 
 class PipelineRunError(HomeAssistantError):
@@ -184,6 +190,34 @@ class _Subscription:
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+
+class EventStream:
+    """The events of one subscription (iterate it), and a way to end it early.
+
+    Iterating raises :class:`ConnectionLostError` if the link goes.
+    """
+
+    def __init__(
+        self, ha: HomeAssistant, ident: int, subscription: _Subscription
+    ) -> None:
+        """Events for command ``ident``."""
+        self._ha = ha
+        self._ident = ident
+        self._subscription = subscription
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        """Each event, until the link goes."""
+        while (event := await self._subscription.queue.get()) is not None:
+            yield event
+        raise ConnectionLostError("connection lost")
+
+    async def cancel(self) -> None:
+        """Unsubscribe: Home Assistant cancels a pipeline run it belongs to."""
+        with contextlib.suppress(CommandError, ConnectionLostError):
+            await self._ha.command(
+                {"type": "unsubscribe_events", "subscription": self._ident}
+            )
 
 
 class HomeAssistant:
@@ -353,29 +387,18 @@ class HomeAssistant:
         return pipelines, result.get("preferred_pipeline")
 
     @contextlib.asynccontextmanager
-    async def subscription(
-        self, message: dict[str, Any]
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Send a subscribing command; yield an iterator over its events.
-
-        The iterator raises :class:`ConnectionLostError` if the link goes.
-        """
+    async def subscription(self, message: dict[str, Any]) -> AsyncIterator[EventStream]:
+        """Send a subscribing command; yield its :class:`EventStream`."""
         subscription = _Subscription()
         ident, future = await self._send(message)
         self._subscriptions[ident] = subscription
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT_SECONDS):
                 _result_or_raise(await future)
-            yield self._events(subscription)
+            yield EventStream(self, ident, subscription)
         finally:
             self._subscriptions.pop(ident, None)
             self._results.pop(ident, None)
-
-    @staticmethod
-    async def _events(subscription: _Subscription) -> AsyncIterator[dict[str, Any]]:
-        while (event := await subscription.queue.get()) is not None:
-            yield event
-        raise ConnectionLostError("connection lost")
 
     # --- REST ---------------------------------------------------------------
 
@@ -469,6 +492,7 @@ async def run_turn(
     end_of_speech: EndOfSpeechDetector | None = None,
     on_event: EventCallback | None = None,
     on_audio_sent: Callable[[], None] | None = None,
+    confirmation: asyncio.Future[bool] | None = None,
 ) -> TurnResult:
     """Stream ``audio`` (16 kHz mono 16-bit) through the pipeline up to the intent.
 
@@ -479,11 +503,17 @@ async def run_turn(
     audio frame has gone to Home Assistant. Raise :class:`PipelineRunError` when a stage
     fails, :class:`PipelineNotFoundError` if the pipeline went away and
     :class:`ConnectionLostError` if Home Assistant did.
+
+    ``confirmation``: the on-device wake word's second opinion, still to come.
+    The run then ends at speech-to-text, so the command is heard meanwhile;
+    the intent runs on what was heard once the answer is yes. When it is no,
+    the run is cancelled (or its intent never starts) and
+    :class:`WakeWordRejectedError` is raised.
     """
     message: dict[str, Any] = {
         "type": "assist_pipeline/run",
         "start_stage": "wake_word" if wake_word else "stt",
-        "end_stage": "intent",
+        "end_stage": "intent" if confirmation is None else "stt",
         "input": {"sample_rate": ASSIST_SAMPLE_RATE},
         "pipeline": pipeline.id,
         "conversation_id": conversation_id,
@@ -498,37 +528,46 @@ async def run_turn(
     sender: asyncio.Task[None] | None = None
     try:
         async with ha.subscription(message) as events:
-            async for event in events:
-                kind, data = event["type"], event.get("data") or {}
-                _LOGGER.debug("Pipeline event %s", kind)
-                if on_event is not None:
-                    on_event(kind, data)
-                if kind == "run-start":
-                    result.conversation_id = data.get("conversation_id")
-                    handler = data["runner_data"]["stt_binary_handler_id"]
-                    sender = asyncio.create_task(
-                        _stream_audio(
-                            ha,
-                            handler_id=handler,
-                            audio=audio,
-                            done=audio_done,
-                            command_started=command_started,
-                            end_of_speech=end_of_speech,
-                            on_first_frame=on_audio_sent,
+
+            async def follow() -> None:
+                nonlocal sender
+                async for event in events:
+                    kind, data = event["type"], event.get("data") or {}
+                    _LOGGER.debug("Pipeline event %s", kind)
+                    if on_event is not None:
+                        on_event(kind, data)
+                    if kind == "run-start":
+                        result.conversation_id = data.get("conversation_id")
+                        handler = data["runner_data"]["stt_binary_handler_id"]
+                        sender = asyncio.create_task(
+                            _stream_audio(
+                                ha,
+                                handler_id=handler,
+                                audio=audio,
+                                done=audio_done,
+                                command_started=command_started,
+                                end_of_speech=end_of_speech,
+                                on_first_frame=on_audio_sent,
+                            )
                         )
-                    )
-                elif kind == "stt-start":
-                    command_started.set()
-                elif kind in {"stt-vad-end", "stt-end"}:
-                    audio_done.set()
-                    if kind == "stt-end":
-                        result.heard = str(data["stt_output"]["text"]).strip()
-                elif kind == "intent-end":
-                    _read_intent(data["intent_output"], result)
-                elif kind == "error":
-                    raise PipelineRunError(data.get("code", "error"), data["message"])
-                elif kind == "run-end":
-                    break
+                    elif kind == "stt-start":
+                        command_started.set()
+                    elif kind in {"stt-vad-end", "stt-end"}:
+                        audio_done.set()
+                        if kind == "stt-end":
+                            result.heard = str(data["stt_output"]["text"]).strip()
+                    elif _run_ended(kind, data, result):
+                        break
+
+            if confirmation is None:
+                await follow()
+            else:
+                await _unless_rejected(follow(), confirmation, events)
+        if confirmation is not None:
+            # Speech-to-text is done; the intent waits for the second opinion.
+            if not await confirmation:
+                raise WakeWordRejectedError("not the wake word after all")
+            await _run_intent(ha, pipeline, result, on_event)
     except CommandError as err:
         if err.code == "pipeline-not-found":
             raise PipelineNotFoundError(
@@ -542,6 +581,58 @@ async def run_turn(
             with contextlib.suppress(asyncio.CancelledError, ConnectionLostError):
                 await sender
     return result
+
+
+def _run_ended(kind: str, data: dict[str, Any], result: TurnResult) -> bool:
+    """Read the intent's answer and the run's end; raise a failed stage's error."""
+    if kind == "intent-end":
+        _read_intent(data["intent_output"], result)
+    elif kind == "error":
+        raise PipelineRunError(data.get("code", "error"), data["message"])
+    return kind == "run-end"
+
+
+async def _unless_rejected(
+    follow: Awaitable[None], confirmation: asyncio.Future[bool], events: EventStream
+) -> None:
+    """``follow`` the run; cancel it if ``confirmation`` says no before it ends."""
+    following = asyncio.ensure_future(follow)
+    either: set[asyncio.Future[Any]] = {following, confirmation}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if confirmation.done() and not confirmation.result():
+            await events.cancel()
+            raise WakeWordRejectedError("not the wake word after all")
+        await following
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+
+
+async def _run_intent(
+    ha: HomeAssistant,
+    pipeline: Pipeline,
+    result: TurnResult,
+    on_event: EventCallback | None,
+) -> None:
+    """The pipeline's intent stage on what its speech-to-text heard."""
+    message: dict[str, Any] = {
+        "type": "assist_pipeline/run",
+        "start_stage": "intent",
+        "end_stage": "intent",
+        "input": {"text": result.heard},
+        "pipeline": pipeline.id,
+        "conversation_id": result.conversation_id,
+        "timeout": RUN_TIMEOUT_SECONDS,
+    }
+    async with ha.subscription(message) as events:
+        async for event in events:
+            kind, data = event["type"], event.get("data") or {}
+            if on_event is not None:
+                on_event(kind, data)
+            if _run_ended(kind, data, result):
+                break
 
 
 async def _stream_audio(

@@ -55,6 +55,10 @@ class WakeSettings:
     command's first word whole; 0.3 s already brings back the end of "Nabu",
     which Whisper then hears as a word ("turbo. Turn on ...").
     """
+    clip_seconds: float = 1.6
+    """Audio from before the detection kept for a second opinion
+    (:mod:`.verify`): "Okay Nabu" said slowly (Piper's joe at 0.85 of his
+    speed), the model firing at its end."""
     refractory_seconds: float = 1.0
     """After a detection and after every turn (its reply included), this much
     audio is not listened to: no double trigger on one utterance, and the
@@ -220,6 +224,8 @@ class WakeWordListener:
         self._pre_roll_bytes = _even(
             self.settings.pre_roll_seconds * self._bytes_per_second
         )
+        self._clip_bytes = _even(self.settings.clip_seconds * self._bytes_per_second)
+        self._kept_bytes = max(self._pre_roll_bytes, self._clip_bytes)
         self._refractory_bytes = _even(
             self.settings.refractory_seconds * self._bytes_per_second
         )
@@ -241,7 +247,7 @@ class WakeWordListener:
         self.detections += 1
         _LOGGER.info("Wake word %r heard", self.model.phrase)
         # The model stays above its threshold for a few chunks: one utterance,
-        # one detection. (The pre-roll is kept until :meth:`rearm`.)
+        # one detection. (The pre-roll and clip are kept until :meth:`rearm`.)
         self._deaf_bytes = self._refractory_bytes
         return True
 
@@ -257,6 +263,11 @@ class WakeWordListener:
         audio = b"".join(self._recent)
         audio = audio[max(0, len(audio) - self._pre_roll_bytes) :]
         return audio[_pause_start(audio) :]
+
+    def clip(self) -> bytes:
+        """The last :attr:`WakeSettings.clip_seconds` of audio heard: the wake word."""
+        audio = b"".join(self._recent)
+        return audio[max(0, len(audio) - self._clip_bytes) :]
 
     def rearm(self) -> None:
         """Listen again after the refractory period (after a detection or turn).
@@ -274,7 +285,7 @@ class WakeWordListener:
         self._recent.append(chunk)
         self._recent_bytes += len(chunk)
         while self._recent and (
-            self._recent_bytes - len(self._recent[0]) >= self._pre_roll_bytes
+            self._recent_bytes - len(self._recent[0]) >= self._kept_bytes
         ):
             self._recent_bytes -= len(self._recent.popleft())
 
