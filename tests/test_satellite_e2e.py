@@ -24,7 +24,7 @@ the slow part); the reconnect test restarts it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +60,7 @@ from tests.harness.standin.engines import synthesize_pcm, transcribe_samples
 from tts_ai_satellite.app import FileInput
 from tts_ai_satellite.ha import (
     HomeAssistant,
+    Pipeline,
     TurnResult,
     WakeWordRejectedError,
     choose_pipeline,
@@ -179,16 +180,22 @@ def test_unknown_pipeline_is_named_with_the_choices(
     assert repr(PIPELINE_NAME) in result.stderr  # what exists instead
 
 
-async def _reply_audio_at(home: AssistHome, rate: int) -> Pcm:
+@contextlib.asynccontextmanager
+async def _connected(home: AssistHome) -> AsyncIterator[tuple[HomeAssistant, Pipeline]]:
+    """The satellite's connection to ``home``, and the test pipeline."""
     async with aiohttp.ClientSession() as session:
         ha = HomeAssistant(session, home.url, home.token)
         await ha.connect()
         try:
             pipelines, preferred = await ha.pipelines()
-            pipeline = choose_pipeline(pipelines, preferred, PIPELINE_NAME)
-            return await ha.reply_audio(pipeline, "The front door is locked.", rate)
+            yield ha, choose_pipeline(pipelines, preferred, PIPELINE_NAME)
         finally:
             await ha.close()
+
+
+async def _reply_audio_at(home: AssistHome, rate: int) -> Pcm:
+    async with _connected(home) as (ha, pipeline):
+        return await ha.reply_audio(pipeline, "The front door is locked.", rate)
 
 
 def test_reply_audio_comes_at_the_speakers_rate(
@@ -460,40 +467,31 @@ async def _turn_with_second_opinion(
         Pcm(np.concatenate([samples, np.zeros(spoken.sample_rate)]), spoken.sample_rate)
     )
     events: list[str] = []
-    async with aiohttp.ClientSession() as session:
-        ha = HomeAssistant(session, home.url, home.token)
-        await ha.connect()
+    async with _connected(home) as (ha, pipeline):
+        confirmation: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def on_event(kind: str, _data: dict[str, Any]) -> None:
+            events.append(kind)
+            if kind == "stt-end" and after_speech_to_text:
+                confirmation.set_result(verdict)
+
+        def on_audio_sent() -> None:
+            if not after_speech_to_text:
+                confirmation.set_result(verdict)
+
         try:
-            pipelines, preferred = await ha.pipelines()
-            pipeline = choose_pipeline(pipelines, preferred, PIPELINE_NAME)
-            confirmation: asyncio.Future[bool] = (
-                asyncio.get_running_loop().create_future()
+            result: TurnResult | None = await run_turn(
+                ha,
+                pipeline,
+                command.chunks(),
+                end_of_speech=EndOfSpeechDetector(16000),
+                on_event=on_event,
+                on_audio_sent=on_audio_sent,
+                confirmation=confirmation,
             )
-
-            def on_event(kind: str, _data: dict[str, Any]) -> None:
-                events.append(kind)
-                if kind == "stt-end" and after_speech_to_text:
-                    confirmation.set_result(verdict)
-
-            def on_audio_sent() -> None:
-                if not after_speech_to_text:
-                    confirmation.set_result(verdict)
-
-            try:
-                result = await run_turn(
-                    ha,
-                    pipeline,
-                    command.chunks(),
-                    end_of_speech=EndOfSpeechDetector(16000),
-                    on_event=on_event,
-                    on_audio_sent=on_audio_sent,
-                    confirmation=confirmation,
-                )
-            except WakeWordRejectedError:
-                result = None
-            await asyncio.sleep(1.0)  # time for anything still running in HA
-        finally:
-            await ha.close()
+        except WakeWordRejectedError:
+            result = None
+        await asyncio.sleep(1.0)  # time for anything still running in HA
     return result, events
 
 

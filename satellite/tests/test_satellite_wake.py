@@ -267,18 +267,28 @@ def test_unknown_wake_word_is_named_with_the_choices() -> None:
 
 def test_satellite_imports_and_file_mode_run_without_the_wake_package() -> None:
     """pymicro-wakeword is optional: file mode and --help work without it."""
+    said = _without(
+        {"pymicro_wakeword", "pyaudio"},
+        "import tts_ai_satellite.__main__\n"
+        "from tts_ai_satellite.wake import MicroWakeWordModel\n"
+        "MicroWakeWordModel('okay_nabu')\n",
+    )
+    assert "WakeWordUnavailableError" in said
+    assert "pip install 'tts-ai-satellite[wake]'" in said
+
+
+def _without(packages: set[str], code: str) -> str:
+    """What ``code`` prints or raises, run where ``packages`` are not installed."""
     blocked = (
         "import sys\n"
         "class Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in {'pymicro_wakeword', 'pyaudio'}:\n"
+        f"        if name.split('.')[0] in {sorted(packages)!r}:\n"
         "            raise ImportError(name)\n"
         "sys.meta_path.insert(0, Block())\n"
-        "import tts_ai_satellite.__main__ as m\n"
-        "from tts_ai_satellite.wake import MicroWakeWordModel\n"
         "try:\n"
-        "    MicroWakeWordModel('okay_nabu')\n"
-        "except Exception as err:\n"
+        + "".join(f"    {line}\n" for line in code.splitlines())
+        + "except Exception as err:\n"
         "    print(type(err).__name__, err)\n"
     )
     result = subprocess.run(
@@ -290,8 +300,7 @@ def test_satellite_imports_and_file_mode_run_without_the_wake_package() -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert "WakeWordUnavailableError" in result.stdout
-    assert "pip install 'tts-ai-satellite[wake]'" in result.stdout
+    return result.stdout
 
 
 # --- the second opinion (--wake-verify) ----------------------------------------------
@@ -376,30 +385,13 @@ def test_whisper_confirms_the_wake_word(
 def test_wake_word_check_needs_faster_whisper_and_a_model(tmp_path: Path) -> None:
     with pytest.raises(WakeWordUnavailableError, match="cannot load the Whisper model"):
         WhisperVerifier("Okay Nabu", str(tmp_path))  # a folder without a model
-    blocked = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] == 'faster_whisper':\n"
-        "            raise ImportError(name)\n"
-        "sys.meta_path.insert(0, Block())\n"
+    said = _without(
+        {"faster_whisper"},
         "from tts_ai_satellite.verify import WhisperVerifier\n"
-        "try:\n"
-        "    WhisperVerifier('Okay Nabu')\n"
-        "except Exception as err:\n"
-        "    print(type(err).__name__, err)\n"
+        "WhisperVerifier('Okay Nabu')\n",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", blocked],
-        cwd=PACKAGE_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "WakeWordUnavailableError" in result.stdout
-    assert "pip install 'tts-ai-satellite[verify]'" in result.stdout
+    assert "WakeWordUnavailableError" in said
+    assert "pip install 'tts-ai-satellite[verify]'" in said
 
 
 class _BrokenVerifier:
