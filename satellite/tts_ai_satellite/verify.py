@@ -134,7 +134,7 @@ class WhisperVerifier:
         return " ".join(segment.text.strip() for segment in segments)
 
     def confirms(self, clip: bytes) -> bool:
-        """Whether Whisper heard the phrase's name in ``clip``."""
+        """Whether Whisper heard the phrase in ``clip`` (:func:`says_phrase`)."""
         started = time.perf_counter()
         self.last_heard = self.heard(clip)
         self.last_seconds = time.perf_counter() - started
