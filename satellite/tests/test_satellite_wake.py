@@ -20,11 +20,11 @@ from scripts.benchmarks.common import whisper_dir
 from scripts.benchmarks.wake import (
     NOISE_SNR_DB,
     detection_samples,
-    espeak_16k,
     mix_at_snr,
 )
 from tqdm import tqdm
 
+from tests.harness.espeak import espeak_16k
 from tests.harness.standin.engines import synthesize_pcm, transcribe_samples
 from tts_ai_satellite.app import second_opinion
 from tts_ai_satellite.denoise import NoiseSuppressor

@@ -187,7 +187,7 @@ NEAR_MISS = ("OK, I'm leaving now.", "en-us+m3")
 def _check_wake_word(stage: Stage, work: Path, env: dict[str, str]) -> None:
     """The on-device wake word (pymicro-wakeword, TFLite) and its Whisper check."""
     from scripts.benchmarks.common import whisper_dir  # noqa: PLC0415
-    from scripts.benchmarks.wake import espeak_16k  # noqa: PLC0415
+    from tests.harness.espeak import espeak_16k  # noqa: PLC0415
     from tests.harness.standin.engines import synthesize_pcm  # noqa: PLC0415
     from tts_ai_satellite.resample import resample  # noqa: PLC0415
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-import io
 import json
 import os
 from pathlib import Path
@@ -43,12 +42,12 @@ import tempfile
 import threading
 import time
 from typing import Any
-import wave
 
 from aiohttp import WSMsgType, web
 import numpy as np
 
 from tests.harness.alsa_room import AlsaRoom
+from tests.harness.espeak import espeak_16k
 from tests.harness.standin.engines import synthesize_pcm
 from tts_ai_satellite.resample import resample
 from tts_ai_satellite.verify import WakeWordVerifier, WhisperVerifier
@@ -89,7 +88,6 @@ HELD_OUT_NEAR_MISSES = (
 )
 PIPER_SPEEDS = (0.85, 1.0, 1.2)
 ESPEAK_VOICES = ("en-us", "en-gb-x-rp", "en-us+m3", "en-us+f3")
-ESPEAK_WORDS_PER_MINUTE = 160
 NOISE_SNR_DB = 10.0
 MODELS_OWN_THRESHOLD = None
 """The model's own cutoff (0.85), measured beside the satellite's default."""
@@ -113,27 +111,6 @@ def piper_16k(text: str, speed: float = 1.0) -> np.ndarray:
     spoken = synthesize_pcm(text, speed)
     samples = np.frombuffer(spoken.pcm, dtype="<i2")
     return resample(samples, spoken.sample_rate, RATE).astype(np.float64)
-
-
-def espeak_16k(text: str, voice: str) -> np.ndarray:
-    """``text`` spoken by espeak-ng's ``voice``, 16 kHz."""
-    wav = subprocess.run(
-        [
-            "espeak-ng",
-            "-v",
-            voice,
-            "-s",
-            str(ESPEAK_WORDS_PER_MINUTE),
-            "--stdout",
-            text,
-        ],
-        capture_output=True,
-        check=True,
-    ).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        rate = reader.getframerate()
-        samples = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
-    return resample(samples, rate, RATE).astype(np.float64)
 
 
 def household_noise(count: int, rng: np.random.Generator) -> np.ndarray:
