@@ -260,14 +260,17 @@ class WakeWordListener:
         Assistant's speech-to-text (the end of "Nabu" heard as "I'm going to
         do it. Turn on the kitchen lights."), which no intent matches.
         """
-        audio = b"".join(self._recent)
-        audio = audio[max(0, len(audio) - self._pre_roll_bytes) :]
+        audio = self._last(self._pre_roll_bytes)
         return audio[_pause_start(audio) :]
 
     def clip(self) -> bytes:
         """The last :attr:`WakeSettings.clip_seconds` of audio heard: the wake word."""
+        return self._last(self._clip_bytes)
+
+    def _last(self, count: int) -> bytes:
+        """The last ``count`` bytes of audio heard (fewer if less was)."""
         audio = b"".join(self._recent)
-        return audio[max(0, len(audio) - self._clip_bytes) :]
+        return audio[max(0, len(audio) - count) :]
 
     def rearm(self) -> None:
         """Listen again after the refractory period (after a detection or turn).
