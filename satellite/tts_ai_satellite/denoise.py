@@ -79,17 +79,17 @@ def _power_complementary_window() -> FloatArray:
 
 
 _HYPERGEOM_STEPS = np.arange(len(_HYPERGEOM), dtype=np.float64)
-_NEIGHBOURS = np.array([0.05, 0.1, 0.05])
-_PRIOR_NEIGHBOURS = np.array([0.075, 0.15, 0.075])
+_ENDS = [0, -1]
 
 
 def _hypergeom_gain(theta: FloatArray) -> FloatArray:
     """The table, interpolated at half steps, over sqrt(theta); theta >= 0."""
-    inside = np.interp(2.0 * theta, _HYPERGEOM_STEPS, _HYPERGEOM) / np.sqrt(
-        theta + 0.0001
-    )
-    beyond = 1.0 + 0.1296 / np.maximum(theta, 1e-9)
-    return np.asarray(np.where(theta < 10.0, inside, beyond))
+    gain = np.interp(2.0 * theta, _HYPERGEOM_STEPS, _HYPERGEOM)
+    gain /= np.sqrt(theta + 0.0001)
+    beyond = theta >= 10.0
+    if beyond.any():  # (rare in a room's noise: skipped, two numpy calls fewer)
+        gain[beyond] = 1.0 + 0.1296 / theta[beyond]
+    return gain
 
 
 def _presence_curve(snr: FloatArray) -> FloatArray:
@@ -128,17 +128,24 @@ class NoiseSuppressor:
         self._smoothed = np.zeros(FRAME)
         self._minimum = np.zeros(FRAME)
         self._running_minimum = np.zeros(FRAME)
+        self._per_band = np.zeros((BANDS, 3))
         self._frames = 0
         self._since_minimum = 0
 
-    def process(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
-        """Clean ``samples``; the result has a whole number of 10 ms steps."""
-        audio = np.concatenate([self._carry, samples.astype(np.float64)])
+    def process(
+        self, samples: npt.NDArray[np.int16] | FloatArray
+    ) -> npt.NDArray[np.int16]:
+        """Clean ``samples``; the result has a whole number of 10 ms steps.
+
+        ``samples`` are 16-bit values, as integers or as whole floats.
+        """
+        audio = np.concatenate([self._carry, samples], dtype=np.float64)
         steps = len(audio) // FRAME
         self._carry = audio[steps * FRAME :]
         if steps == 0:
             return np.zeros(0, dtype=np.int16)
-        # The spectra do not depend on the state: all steps' in one call.
+        # Everything that does not depend on the state is done for all the
+        # steps in one call each; only the recursion runs step by step.
         history = np.concatenate([self._previous, audio[: steps * FRAME]])
         self._previous = history[-FRAME:]
         # Each FFT spans a step and the one before it.
@@ -150,14 +157,24 @@ class NoiseSuppressor:
             axis=1,
         )
         spectra = np.fft.rfft(frames * self._WINDOW, axis=1)
-        bins = (
-            np.square(spectra.real[:, :FRAME]) + np.square(spectra.imag[:, :FRAME])
-        ) / (_FFT * _FFT)
-        bands = bins @ self._SPREAD
-        for step in range(steps):
-            gain = self._gain(bins[step], bands[step])
-            spectra[step, :FRAME] *= gain
-            spectra[step, FRAME] *= gain[-1]
+        # The power per bin, then per Bark band, side by side.
+        power = np.empty((steps, FRAME + BANDS))
+        bins = power[:, :FRAME]
+        np.square(spectra.real[:, :FRAME], out=bins)
+        bins += np.square(spectra.imag[:, :FRAME])
+        bins /= _FFT * _FFT
+        np.matmul(bins, self._SPREAD, out=power[:, FRAME:])
+        # The power smoothed over neighbouring bins (0.05, 0.1, 0.05; the two
+        # end bins 0.2 of their own), for the noise's minima.
+        spread = np.empty_like(bins)
+        sides = 0.05 * bins
+        spread[:, 1:-1] = sides[:, :-2] + 0.1 * bins[:, 1:-1] + sides[:, 2:]
+        spread[:, _ENDS] = 0.2 * bins[:, _ENDS]
+        gains = np.empty((steps, FRAME + 1))
+        for number in range(steps):
+            self._gain(power[number], spread[number], gains[number, :FRAME])
+        gains[:, FRAME] = gains[:, FRAME - 1]
+        spectra *= gains
         frames = np.fft.irfft(spectra, _FFT, axis=1) * self._WINDOW
         # Overlap-add: each step's first half plus the step before's second.
         tails = np.concatenate([self._overlap[np.newaxis], frames[:-1, FRAME:]])
@@ -165,28 +182,25 @@ class NoiseSuppressor:
         self._overlap = frames[-1, FRAME:].copy()
         return np.clip(np.round(cleaned), -32768, 32767).astype(np.int16)
 
-    def _gain(self, bins: FloatArray, bands: FloatArray) -> FloatArray:
-        """One 10 ms step's gain per bin (speexdsp's ``speex_preprocess_run``).
+    def _gain(self, power: FloatArray, spread: FloatArray, gain: FloatArray) -> None:
+        """One 10 ms step's gain per bin, into ``gain`` (``speex_preprocess_run``).
 
-        ``bins``: the step's power spectrum; ``bands``: the same on the Bark
-        bands. Updates the noise estimate and the SNR history. (Written for
-        few numpy calls: on a Pi listening all the time they, not the
-        arithmetic, are most of the cost.)
+        ``power``: the step's power spectrum, bins then Bark bands;
+        ``spread``: the bins' smoothed over their neighbours. Updates the
+        noise estimate and the SNR history. (Written for few numpy calls: on
+        a Pi listening all the time they, not the arithmetic, are most of
+        the cost.)
         """
         n = FRAME
         self._frames = min(self._frames + 1, 20000)
         self._since_minimum += 1
         first = self._frames == 1
         beta = max(0.03, 1.0 / self._frames)
-        power = np.concatenate([bins, bands])
+        bins = power[:n]
 
         # Where may the noise estimate learn: bins whose smoothed power is
         # within 2.5x of its minimum over the last 0.15-3 s (Cohen's minima).
-        # Smoothed over time (0.8) and over neighbouring bins (0.05, 0.1,
-        # 0.05; the two end bins 0.2 of their own).
-        spread = np.convolve(bins, _NEIGHBOURS, "same")
-        spread[0] = 0.2 * bins[0]
-        spread[-1] = 0.2 * bins[-1]
+        # Smoothed over time (0.8) and over neighbouring bins (``spread``).
         smoothed = self._smoothed
         smoothed *= 0.8
         smoothed += spread
@@ -210,59 +224,92 @@ class NoiseSuppressor:
             np.minimum(self._minimum, smoothed, out=self._minimum)
             np.minimum(self._running_minimum, smoothed, out=self._running_minimum)
         noise = self._noise[:n]
-        learn = (0.4 * smoothed <= self._minimum) | (bins < noise)
+        learn = 0.4 * smoothed <= self._minimum
+        learn |= bins < noise
         # (Both terms are powers, never negative: no clamp at 0 needed.)
         np.copyto(noise, (1 - beta) * noise + beta * bins, where=learn)
-        self._noise[n:] = self._WEIGHTS @ noise
+        np.matmul(self._WEIGHTS, noise, out=self._noise[n:])
         if first:
             self._old_power = power.copy()
 
         # A posteriori and (decision-directed) a priori SNR, bins and bands.
         total_noise = 1.0 + self._noise
-        posterior = np.minimum(power / total_noise - 1.0, 100.0)
+        posterior = power / total_noise
+        posterior -= 1.0
+        np.minimum(posterior, 100.0, out=posterior)
         old = self._old_power
-        gamma = 0.1 + 0.89 * np.square(old / (old + total_noise))
-        prior = np.minimum(
-            gamma * np.maximum(0.0, posterior) + (1 - gamma) * old / total_noise, 100.0
-        )
+        gamma = old + total_noise
+        np.divide(old, gamma, out=gamma)
+        np.square(gamma, out=gamma)
+        gamma *= 0.89
+        gamma += 0.1
+        prior = np.maximum(0.0, posterior)
+        prior *= gamma
+        kept = 1 - gamma
+        kept *= old
+        kept /= total_noise
+        prior += kept
+        np.minimum(prior, 100.0, out=prior)
         # Smoothed over time (0.7) and, in the bins, over neighbours (0.15,
         # 0.075 each side; the end bins and the bands 0.3 of their own).
-        update = 0.3 * prior
-        update[1 : n - 1] = np.convolve(prior[:n], _PRIOR_NEIGHBOURS, "valid")
         zeta = self._zeta
         zeta *= 0.7
+        sides = 0.075 * prior[:n]
+        update = 0.3 * prior
+        update[1 : n - 1] = sides[:-2] + 0.15 * prior[1 : n - 1] + sides[2:]
         zeta += update
-        mean_zeta = float(np.sum(zeta[n:])) / BANDS
+        mean_zeta = float(zeta[n:].sum()) / BANDS
         frame_presence = 0.1 + 0.899 * mean_zeta / (mean_zeta + 0.15)
 
         # The log-spectral amplitude gain, bins and bands in one go.
-        ratio = prior / (prior + 1.0)
-        theta_all = ratio * (1.0 + posterior)
-        lsa_gain = np.minimum(1.0, ratio * _hypergeom_gain(theta_all))
+        ratio = prior + 1.0
+        np.divide(prior, ratio, out=ratio)
+        theta_all = 1.0 + posterior
+        theta_all *= ratio
+        lsa_gain = _hypergeom_gain(theta_all)
+        lsa_gain *= ratio
+        np.minimum(lsa_gain, 1.0, out=lsa_gain)
 
-        # Per band: the gain, its floor and the speech-presence probability.
+        # Per band: the gain, its floor and the speech-presence probability,
+        # side by side (one matrix product spreads all three over the bins).
         # (No echo: the floor is the noise's own, suppress_db down.)
+        per_band = self._per_band
         band_noise = self._noise[n:]
-        band_floor = np.sqrt(self._noise_floor * band_noise / (1.0 + band_noise))
+        band_floor = per_band[:, 2]
+        np.divide(self._noise_floor * band_noise, 1.0 + band_noise, out=band_floor)
+        np.sqrt(band_floor, out=band_floor)
+        per_band[:, 1] = lsa_gain[n:]
         theta = theta_all[n:]
-        absent = 1.0 - frame_presence * (0.199 + 0.8 * _presence_curve(zeta[n:]))
+        absent = _presence_curve(zeta[n:])
+        absent *= 0.8
+        absent += 0.199
+        absent *= -frame_presence
+        absent += 1.0
         # (absent < 1: the frame's and the band's presence are both above 0.)
-        band_presence = 1.0 / (
-            1.0 + absent / (1.0 - absent) * (1.0 + prior[n:]) * np.exp(-theta)
-        )
-        presence, coarse_gain, floor = (
-            self._SPREAD @ np.stack([band_presence, lsa_gain[n:], band_floor], axis=1)
-        ).T
+        odds = absent / (1.0 - absent)
+        odds *= 1.0 + prior[n:]
+        odds *= np.exp(-theta)
+        odds += 1.0
+        np.divide(1.0, odds, out=per_band[:, 0])
+        spread_over_bins = self._SPREAD @ per_band
+        presence = spread_over_bins[:, 0]
+        coarse_gain = spread_over_bins[:, 1]
+        floor = spread_over_bins[:, 2]
 
         # Per bin: the gain, kept within 3x of its band's, and floored.
-        gain = lsa_gain[:n]
-        np.copyto(gain, 3.0 * coarse_gain, where=0.333 * gain > coarse_gain)
+        bin_gain = lsa_gain[:n]
+        np.copyto(bin_gain, 3.0 * coarse_gain, where=0.333 * bin_gain > coarse_gain)
         # The next step's a priori SNR remembers this one's cleaned power,
         # bins and bands.
         old *= 0.2
-        old += 0.8 * np.square(lsa_gain) * power
-        gain = np.maximum(gain, floor)
+        cleaned_power = np.square(lsa_gain)
+        cleaned_power *= 0.8
+        cleaned_power *= power
+        old += cleaned_power
+        np.maximum(bin_gain, floor, out=gain)
         root_floor = np.sqrt(floor)
-        gain = np.square(presence * (np.sqrt(gain) - root_floor) + root_floor)
-
-        return np.asarray(gain)
+        np.sqrt(gain, out=gain)
+        gain -= root_floor
+        gain *= presence
+        gain += root_floor
+        np.square(gain, out=gain)
