@@ -164,6 +164,67 @@ def test_without_refractory_the_same_phrase_would_wake_it_again() -> None:
     assert _detections(listener, _stream(_noise(0.2), phrase, _noise(0.1)))
 
 
+class _FiresInBlock:
+    """A model that fires in its ``number``-th block, ``after`` bytes before its end."""
+
+    phrase = "Okay Nabu"
+
+    def __init__(self, number: int, after: int) -> None:
+        self.number = number
+        self.after = after
+        self.blocks: list[int] = []
+
+    def process(self, audio: bytes) -> int | None:
+        self.blocks.append(len(audio))
+        return self.after if len(self.blocks) == self.number else None
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+
+def test_the_model_hears_blocks_and_the_command_starts_where_the_word_fired() -> None:
+    """30 ms chunks reach the model 120 ms at a time (cheaper: fewer wake-ups).
+
+    The word fires 20 ms before the end of its block: the pre-roll still
+    reaches back its 0.15 s from there, so those 20 ms go with the command too.
+    """
+    settings = WakeSettings()
+    after = 640  # 20 ms
+    model = _FiresInBlock(number=4, after=after)
+    listener = WakeWordListener(model, settings)
+    audio = _stream(_noise(0.48, seed=7))  # 16 chunks; no pause in it
+    chunks = [audio[start : start + CHUNK] for start in range(0, len(audio), CHUNK)]
+    fired = [listener.feed(chunk) for chunk in chunks]
+    assert fired == [False] * 15 + [True]
+    assert model.blocks == [round(settings.block_seconds * RATE) * 2] * 4
+    pre_roll_bytes = round(settings.pre_roll_seconds * RATE) * 2
+    assert listener.pre_roll() == audio[-(pre_roll_bytes + after) :]
+    assert listener.clip() == audio  # all of it: less than clip_seconds was heard
+
+
+@pytest.mark.parametrize(
+    ("quiet_from", "starts_there"), [(0.01, True), (0.05, False)], ids=["pause", "word"]
+)
+def test_the_pre_roll_starts_at_a_pause_just_after_the_word_fired(
+    quiet_from: float, starts_there: bool
+) -> None:
+    """The model may fire as the word ends: a pause 10 ms on starts the command.
+
+    A quiet moment 50 ms into what followed belongs to the command's first
+    word (a "t" or a "k"), and the pre-roll keeps it whole.
+    """
+    after = 1920  # the word fired 60 ms before the end of its block
+    listener = WakeWordListener(_FiresInBlock(number=1, after=after))
+    samples = _noise(0.12, level=3000.0, seed=8)
+    quiet = round((0.12 - after / 2 / RATE + quiet_from) * RATE)
+    samples[quiet : quiet + RATE // 100] = 0
+    audio = _stream(samples)
+    fired = [listener.feed(audio[i : i + CHUNK]) for i in range(0, len(audio), CHUNK)]
+    assert fired == [False, False, False, True]
+    expected = audio[quiet * 2 :] if starts_there else audio
+    assert listener.pre_roll() == expected
+
+
 def _in_kitchen_noise(speech: np.ndarray, seed: int) -> bytes:
     """``speech`` between 2 s of the benchmark's household noise, at 10 dB SNR."""
     padded = np.concatenate([np.zeros(2 * RATE), speech, np.zeros(2 * RATE)])
@@ -378,7 +439,12 @@ def test_whisper_confirms_the_wake_word(
         _stream(_noise(1.0), speak("Okay Nabu, turn on the kitchen lights."))
     )
     assert clip is not None
-    assert len(clip) == round(WakeSettings().clip_seconds * RATE) * 2
+    # The clip_seconds up to where the word fired, and what followed in its block.
+    settings = WakeSettings()
+    assert len(clip) >= round(settings.clip_seconds * RATE) * 2
+    assert (
+        len(clip) <= round((settings.clip_seconds + settings.block_seconds) * RATE) * 2
+    )
     assert whisper_check.confirms(clip), whisper_check.last_heard
 
 
