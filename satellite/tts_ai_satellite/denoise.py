@@ -84,7 +84,7 @@ _ENDS = [0, -1]
 
 def _hypergeom_gain(theta: FloatArray) -> FloatArray:
     """The table, interpolated at half steps, over sqrt(theta); theta >= 0."""
-    gain = np.interp(2.0 * theta, _HYPERGEOM_STEPS, _HYPERGEOM)
+    gain: FloatArray = np.interp(2.0 * theta, _HYPERGEOM_STEPS, _HYPERGEOM)
     gain /= np.sqrt(theta + 0.0001)
     beyond = theta >= 10.0
     if beyond.any():  # (rare in a room's noise: skipped, two numpy calls fewer)
