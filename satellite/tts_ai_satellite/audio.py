@@ -290,7 +290,10 @@ class Microphone:
             samples = np.frombuffer(data, dtype="<i2")
             chunk = converter.process(samples).astype("<i2").tobytes()
             assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._deliver, chunk)
+            # Nothing wants the audio while the satellite waits for a trigger:
+            # the event loop is not woken for it, 33 times a second.
+            if self._listening:
+                self._loop.call_soon_threadsafe(self._deliver, chunk)
 
     def _deliver(self, chunk: bytes) -> None:
         if self._listening:
