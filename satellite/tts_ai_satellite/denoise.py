@@ -132,13 +132,8 @@ class NoiseSuppressor:
         self._frames = 0
         self._since_minimum = 0
 
-    def process(
-        self, samples: npt.NDArray[np.int16] | FloatArray
-    ) -> npt.NDArray[np.int16]:
-        """Clean ``samples``; the result has a whole number of 10 ms steps.
-
-        ``samples`` are 16-bit values, as integers or as whole floats.
-        """
+    def process(self, samples: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+        """Clean ``samples``; the result has a whole number of 10 ms steps."""
         audio = np.concatenate([self._carry, samples], dtype=np.float64)
         steps = len(audio) // FRAME
         self._carry = audio[steps * FRAME :]
