@@ -27,7 +27,9 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 import contextlib
 from datetime import UTC, datetime
+import os
 from pathlib import Path
+import pty
 import signal
 import subprocess
 import sys
@@ -345,12 +347,12 @@ def _switch_off(home: AssistHome, entity_id: str) -> None:
 
 @contextlib.contextmanager
 def _live_satellite(
-    home: AssistHome, room: AlsaRoom, *extra: str
+    home: AssistHome, room: AlsaRoom, *extra: str, stdin: int = subprocess.DEVNULL
 ) -> Iterator[tuple[subprocess.Popen[str], _Output, _Output]]:
     """The satellite on the room's microphone and speaker, listening for Okay Nabu."""
     satellite = subprocess.Popen(
         _satellite_args(home, "--wake-word", "okay_nabu", "--debug", *extra),
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -451,6 +453,47 @@ def test_live_near_miss_is_turned_down_and_nothing_happens(
     assert not any(x.startswith(("heard: ", "reply: ")) for x in stdout.lines)
     assert _kitchen_lights(home)["state"] == "off"
     assert [path.stat().st_size for path in room.speaker_files()] in ([], [0])
+
+
+def test_live_triggers_still_start_turns_while_listening_for_the_wake_word(
+    socket_enabled: None, home: AssistHome, room: AlsaRoom, tmp_path: Path
+) -> None:
+    """Hands-free keeps the buttons: SIGUSR1, Enter and the trigger file each
+    start a turn, and the command said after it switches the light."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    trigger = tmp_path / "trigger"
+    # Enter is read from a terminal only (under systemd stdin is /dev/null).
+    terminal, terminal_end = pty.openpty()
+    try:
+        with _live_satellite(
+            home,
+            room,
+            *("--no-cues", "--trigger-file", str(trigger)),
+            stdin=terminal_end,
+        ) as (satellite, stdout, stderr):
+            turns: list[tuple[str, Callable[[], object], str, str]] = [
+                ("signal", lambda: satellite.send_signal(signal.SIGUSR1), "on", "off"),
+                ("enter", lambda: os.write(terminal, b"\n"), "off", "on"),
+                ("trigger file", trigger.touch, "on", "off"),
+            ]
+            for number, (source, pull, state, before) in enumerate(turns, start=1):
+                assert _kitchen_lights(home)["state"] == before
+                pull()
+                stderr.wait_for(
+                    lambda _, s=source: stderr.count(f"Turn triggered ({s})") == 1, 30
+                )
+                _say(room, f"Turn {state} the kitchen lights.")
+                stderr.wait_for(
+                    lambda _, n=number: stderr.count("Ready: listening for") == n + 1,
+                    90,
+                )
+                assert _kitchen_lights(home)["state"] == state
+        assert stderr.count("Wake word 'Okay Nabu' heard") == 0
+        assert len([x for x in stdout.lines if x.startswith("heard: ")]) == 3
+    finally:
+        os.close(terminal)
+        os.close(terminal_end)
 
 
 # --- the second opinion and the pipeline ---------------------------------------------
