@@ -236,7 +236,7 @@ class Satellite:
                 loop.remove_reader(sys.stdin.fileno())
 
     def _watch_stdin(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Push-to-talk with Enter, when there is a terminal (or pipe) to read."""
+        """Push-to-talk with Enter, when there is a terminal to read."""
         if self.settings.one_shot:
             return False
         if sys.stdin is None:
