@@ -644,7 +644,7 @@ async def test_whisper_stream_hears_a_command_said_in_two_breaths(
     """A command with a pause in it: the part before the pause is decoded while
     the user is still speaking, and the transcript is the whole command."""
     first = await _spoken_16k(piper, "Turn on the kitchen lights.")
-    second = await _spoken_16k(piper, "Then close the garage door.")
+    second = await _spoken_16k(piper, "Then lock the front door.")
     pause = bytes(2 * 16000 * 6 // 10)  # the user draws breath for 0.6 s
     await whisper.load()
     stream = whisper.stream(sample_rate=16000, language="en")
@@ -655,7 +655,7 @@ async def test_whisper_stream_hears_a_command_said_in_two_breaths(
 
     assert normalise(heard_before_the_end) == normalise("Turn on the kitchen lights.")
     assert normalise(transcript.text) == normalise(
-        "Turn on the kitchen lights. Then close the garage door."
+        "Turn on the kitchen lights. Then lock the front door."
     )
     assert transcript.duration == pytest.approx(len(first + pause + second) / 2 / 16000)
 
