@@ -17,6 +17,11 @@ at its moment, "Okay Nabu, turn on the kitchen lights."; the on-device wake
 word must start the turn, Home Assistant must switch the demo kitchen light
 on, and the reply must come out of the speaker as speech Whisper understands.
 
+With ``--ha-wake-word`` Home Assistant listens instead: the microWakeWord
+add-on's own Wyoming server (vendored in ``tests/vendor``, not on PyPI) is
+added through the wyoming integration's config flow, and a second pipeline
+uses it as its wake-word engine.
+
 One Home Assistant serves the module (its start and the model download are
 the slow part); the reconnect test restarts it.
 """
@@ -26,10 +31,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 import contextlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
+import logging
 import os
 from pathlib import Path
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -48,18 +56,23 @@ from tests.harness.alsa_room import AlsaRoom
 from tests.harness.assist_home import (
     PIPELINE_NAME,
     REPO_ROOT,
+    WAKE_PIPELINE_NAME,
     WHISPER_RATE,
     AssistHome,
+    add_wake_word_pipeline,
     assert_speech_of,
     says_the_time,
     start_assist_home,
     start_model_server,
+    start_wake_word_server,
     transcribe,
     words,
 )
 from tests.harness.espeak import espeak_16k
 from tests.harness.standin.engines import synthesize_pcm, transcribe_samples
-from tts_ai_satellite.app import FileInput
+from tts_ai_satellite import ha as satellite_ha
+from tts_ai_satellite.app import FileInput, Satellite, Settings
+from tts_ai_satellite.cues import Cue
 from tts_ai_satellite.ha import (
     HomeAssistant,
     Pipeline,
@@ -104,10 +117,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AssistHome]:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _satellite_args(home: AssistHome, *extra: str) -> list[str]:
+def _satellite_args(
+    home: AssistHome, *extra: str, pipeline: str = PIPELINE_NAME
+) -> list[str]:
     return [
         *(sys.executable, str(SATELLITE), "--url", home.url),
-        *("--token-file", str(home.token_file), "--pipeline", PIPELINE_NAME),
+        *("--token-file", str(home.token_file), "--pipeline", pipeline),
         *extra,
     ]
 
@@ -345,13 +360,26 @@ def _switch_off(home: AssistHome, entity_id: str) -> None:
     assert _kitchen_lights(home)["state"] == "off"
 
 
+ON_DEVICE_WAKE_WORD = ("--wake-word", "okay_nabu")
+HA_WAKE_WORD = ("--ha-wake-word",)
+
+
 @contextlib.contextmanager
 def _live_satellite(
-    home: AssistHome, room: AlsaRoom, *extra: str, stdin: int = subprocess.DEVNULL
+    home: AssistHome,
+    room: AlsaRoom,
+    *extra: str,
+    stdin: int = subprocess.DEVNULL,
+    wake_word: tuple[str, ...] = ON_DEVICE_WAKE_WORD,
+    pipeline: str = PIPELINE_NAME,
 ) -> Iterator[tuple[subprocess.Popen[str], _Output, _Output]]:
-    """The satellite on the room's microphone and speaker, listening for Okay Nabu."""
+    """The satellite on the room's microphone and speaker, listening for Okay Nabu.
+
+    ``wake_word``: the options that choose who listens (the satellite itself
+    unless told otherwise).
+    """
     satellite = subprocess.Popen(
-        _satellite_args(home, "--wake-word", "okay_nabu", "--debug", *extra),
+        _satellite_args(home, *wake_word, "--debug", *extra, pipeline=pipeline),
         stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -494,6 +522,263 @@ def test_live_triggers_still_start_turns_while_listening_for_the_wake_word(
     finally:
         os.close(terminal)
         os.close(terminal_end)
+
+
+# --- live mode, Home Assistant listening for the wake word --------------------------
+
+
+@dataclass
+class _WakeWordEngine:
+    """The microWakeWord add-on's server, and its entity in Home Assistant."""
+
+    entity: str
+    port: int
+    server: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="module")
+def wake_word_engine(home: AssistHome) -> Iterator[_WakeWordEngine]:
+    """The microWakeWord add-on's server added to Home Assistant, and the
+    pipeline ``WAKE_PIPELINE_NAME`` listening through it."""
+    pytest_socket.enable_socket()  # module-scoped: see ``home``
+    server, port = start_wake_word_server(home.log)
+    engine = _WakeWordEngine("", port, server)
+    try:
+        engine.entity = add_wake_word_pipeline(home, server, port)
+        yield engine
+    finally:
+        realhass.stop_process(engine.server)
+
+
+def _wait_for_wake_word_clients(home: AssistHome, count: int) -> None:
+    """Until ``count`` clients are connected to the wake-word server (its log
+    says when each connects and goes: a run listening is one)."""
+    deadline = time.monotonic() + 20
+    while True:
+        log = home.log_path.read_text(errors="replace")
+        clients = log.count("Client connected") - log.count("Client disconnected")
+        if clients == count:
+            return
+        assert time.monotonic() < deadline, f"{clients} clients, not {count}"
+        time.sleep(0.1)
+
+
+def test_live_home_assistant_hears_the_wake_word_and_the_light_goes_on(
+    socket_enabled: None,
+    home: AssistHome,
+    room: AlsaRoom,
+    wake_word_engine: _WakeWordEngine,
+) -> None:
+    """``--ha-wake-word``: the microphone streams to Home Assistant, whose
+    wake-word engine starts the command. A command without the wake word
+    does nothing; "Okay Nabu, turn on the kitchen lights." switches the light
+    on, the reply is spoken, and the satellite listens again."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    with _live_satellite(
+        home, room, wake_word=HA_WAKE_WORD, pipeline=WAKE_PIPELINE_NAME
+    ) as (_satellite, stdout, stderr):
+        assert f"(Home Assistant's {wake_word_engine.entity})" in stderr.text
+        _say(room, NO_WAKE_COMMAND)
+        room.wait_until_said()
+        time.sleep(2)  # more than enough for the engine to have fired
+        assert stderr.count("Wake word") == 0
+        assert _kitchen_lights(home)["state"] == "off"
+
+        _say(room, WAKE_COMMAND)
+        stdout.wait_for(lambda lines: any(x.startswith("reply: ") for x in lines), 90)
+        stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 2, 60)
+    heard = next(x for x in stdout.lines if x.startswith("heard: "))
+    # The command, and no more than a scrap of the wake word before it.
+    command = words(heard)[1:]
+    assert command[-5:] == ["turn", "on", "the", "kitchen", "lights"], heard
+    assert len(command) <= 7, heard
+    assert _kitchen_lights(home)["state"] == "on"
+    assert stderr.count("Wake word 'Okay Nabu' heard (by Home Assistant)") == 1
+    assert "error:" not in stdout.text
+    reply = max(room.speaker_files(), key=lambda path: path.stat().st_size)
+    assert reply.stat().st_size > 16000  # the reply was played (cues are shorter)
+    _wait_for_wake_word_clients(home, 0)  # the stopped satellite left no run
+
+
+def test_live_a_trigger_starts_a_turn_while_home_assistant_listens(
+    socket_enabled: None,
+    home: AssistHome,
+    room: AlsaRoom,
+    wake_word_engine: _WakeWordEngine,
+) -> None:
+    """SIGUSR1 while Home Assistant listens for the wake word: its run ends
+    (the engine stops hearing the microphone) and a push-to-talk turn runs
+    the command said after it."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    with _live_satellite(
+        home, room, wake_word=HA_WAKE_WORD, pipeline=WAKE_PIPELINE_NAME
+    ) as (satellite, stdout, stderr):
+        _wait_for_wake_word_clients(home, 1)  # Home Assistant's run, listening
+        satellite.send_signal(signal.SIGUSR1)
+        stderr.wait_for(lambda _: stderr.count("Turn triggered (signal)") == 1, 30)
+        _wait_for_wake_word_clients(home, 0)  # the run ended, not left waiting
+        _say(room, "Turn on the kitchen lights.")
+        stdout.wait_for(lambda lines: any(x.startswith("reply: ") for x in lines), 90)
+        stderr.wait_for(lambda _: stderr.count("Ready: listening for") == 2, 60)
+        assert _kitchen_lights(home)["state"] == "on"
+    assert stderr.count("Wake word") == 0
+    assert "error:" not in stdout.text
+    _wait_for_wake_word_clients(home, 0)  # the stopped satellite left no run
+
+
+def test_live_two_satellites_hear_the_wake_word_and_one_answers(
+    socket_enabled: None,
+    home: AssistHome,
+    room: AlsaRoom,
+    wake_word_engine: _WakeWordEngine,
+    tmp_path: Path,
+) -> None:
+    """Two satellites in one room hear "Okay Nabu" at once: Home Assistant
+    lets the first run on and turns the other down as a duplicate. That one
+    says and sounds nothing (it is not an error) and listens again."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    (tmp_path / "next-room").mkdir()
+    rooms = [room, AlsaRoom(tmp_path / "next-room")]
+    try:
+        with contextlib.ExitStack() as running:
+            satellites = [
+                running.enter_context(
+                    _live_satellite(
+                        home, r, wake_word=HA_WAKE_WORD, pipeline=WAKE_PIPELINE_NAME
+                    )
+                )
+                for r in rooms
+            ]
+            _wait_for_wake_word_clients(home, 2)
+            for r in rooms:
+                _say(r, WAKE_COMMAND)
+            for _, _, stderr in satellites:  # each listens again, one way or other
+                stderr.wait_for(
+                    lambda _, e=stderr: e.count("Ready: listening") == 2, 90
+                )
+            assert _kitchen_lights(home)["state"] == "on"
+    finally:
+        rooms[1].close()
+    replies = [stdout.count("reply: ") for _, stdout, _ in satellites]
+    assert sorted(replies) == [0, 1]
+    quiet = replies.index(0)
+    _, stdout, stderr = satellites[quiet]
+    assert stdout.text == ""  # nothing heard, nothing answered, no error
+    assert stderr.count("(another satellite answered that wake word)") == 1
+    assert [path.stat().st_size for path in rooms[quiet].speaker_files()] in ([], [0])
+
+
+class _RoomNoise:
+    """A microphone that hears only the room's quiet noise, in real time."""
+
+    def start_listening(self) -> None:
+        """Always on."""
+
+    def stop_listening(self) -> None:
+        """Always on."""
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """30 ms of noise every 30 ms, for ever."""
+        rng = np.random.default_rng(3)
+        while True:
+            await asyncio.sleep(0.03)
+            yield rng.normal(0, 60, 480).astype("<i2").tobytes()
+
+
+class _Speaker:
+    """Remembers the cues; there is nothing to reply to."""
+
+    sample_rate: int | None = None
+
+    def __init__(self) -> None:
+        self.cues: list[Cue] = []
+
+    async def play(self, pcm: Pcm) -> None:
+        raise AssertionError("a reply, with no command said")
+
+    async def cue(self, cue: Cue) -> None:
+        self.cues.append(cue)
+
+
+async def test_a_quiet_wake_word_run_at_its_time_limit_is_renewed_without_a_fuss(
+    socket_enabled: None,
+    home: AssistHome,
+    wake_word_engine: _WakeWordEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Home Assistant ends a run from its wake-word stage at the run's time
+    limit (an hour; 2 s here) when no wake word came: the satellite starts
+    the next run, with no error printed and no beep, and leaves no run open."""
+    monkeypatch.setattr(satellite_ha, "WAKE_WORD_RUN_TIMEOUT_SECONDS", 2)
+    caplog.set_level(logging.DEBUG, logger="tts_ai_satellite")
+    speaker = _Speaker()
+    satellite = Satellite(
+        Settings(
+            url=home.url,
+            token=home.token,
+            pipeline=WAKE_PIPELINE_NAME,
+            ha_wake_word=True,
+        ),
+        _RoomNoise(),
+        speaker,
+    )
+    running = asyncio.create_task(satellite.run())
+    async with asyncio.timeout(60):
+        while caplog.text.count("Ready: listening for the wake word") < 3:
+            assert not running.done(), running
+            await asyncio.sleep(0.1)
+    satellite.stop()
+
+    assert await running == 0
+    renewed = "No wake word in that run (the run reached its time limit)"
+    assert caplog.text.count(renewed) >= 2
+    assert "The turn failed" not in caplog.text
+    assert "error" not in capsys.readouterr().out
+    assert speaker.cues == []
+    _wait_for_wake_word_clients(home, 0)
+
+
+def test_live_the_wake_word_engine_goes_away_and_comes_back(
+    socket_enabled: None,
+    home: AssistHome,
+    room: AlsaRoom,
+    wake_word_engine: _WakeWordEngine,
+) -> None:
+    """The wake-word add-on stops (an update, a crash): the satellite logs it
+    and tries again after growing pauses, with no beep and nothing printed;
+    once the add-on is back, "Okay Nabu" switches the light on again."""
+    lights = _kitchen_lights(home)["entity_id"]
+    _switch_off(home, lights)
+    realhass.stop_process(wake_word_engine.server)
+    try:
+        with _live_satellite(
+            home, room, wake_word=HA_WAKE_WORD, pipeline=WAKE_PIPELINE_NAME
+        ) as (_satellite, stdout, stderr):
+            failed = "Home Assistant's wake-word engine failed"
+            stderr.wait_for(lambda _: stderr.count(failed) == 3, 30)
+            assert stdout.text == ""
+            assert [path.stat().st_size for path in room.speaker_files()] in ([], [0])
+            wake_word_engine.server, _ = start_wake_word_server(
+                home.log, wake_word_engine.port
+            )
+            _wait_for_wake_word_clients(home, 1)  # listening again
+            _say(room, WAKE_COMMAND)
+            stdout.wait_for(
+                lambda lines: any(x.startswith("reply: ") for x in lines), 90
+            )
+        assert _kitchen_lights(home)["state"] == "on"
+        pauses = re.findall(rf"{failed} .*; trying again in (\d+) s", stderr.text)
+        assert [int(pause) for pause in pauses][:3] == [1, 2, 4]
+    finally:
+        if wake_word_engine.server.poll() is not None:
+            wake_word_engine.server, _ = start_wake_word_server(
+                home.log, wake_word_engine.port
+            )
 
 
 # --- the second opinion and the pipeline ---------------------------------------------

@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ha-wake-word",
         action="store_true",
         help="stream all the time to the pipeline's wake-word engine in Home"
-        " Assistant instead (e.g. openWakeWord there)",
+        " Assistant instead (e.g. the microWakeWord or openWakeWord add-on)",
     )
     parser.add_argument("--no-cues", action="store_true", help="no beeps")
     parser.add_argument(

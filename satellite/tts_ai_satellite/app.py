@@ -46,6 +46,13 @@ TRIGGER_POLL_SECONDS = 0.1
 WAKE_WORD_SOURCE = "wake word"
 VERIFY_TIMEOUT_SECONDS = 10.0
 """A second opinion later than this is not waited for: the wake word stands."""
+# How a run from Home Assistant's wake-word stage may end, before the word was
+# heard, without anything having gone wrong: the satellite listens again, and
+# nothing is said or sounded.
+WAKE_WORD_RUN_RENEWALS = {
+    "timeout": "the run reached its time limit",
+    "duplicate_wake_up_detected": "another satellite answered that wake word",
+}
 
 
 class AudioInput(Protocol):
@@ -182,6 +189,12 @@ class Satellite:
         """Per wake-word turn: from the detection to the first command audio
         sent to Home Assistant (the benchmark reads it)."""
         self._woken_at: float | None = None
+        self._wake_word_heard: bool | None = None
+        """In a run from Home Assistant's wake-word stage: whether its engine
+        heard the word (False: it stopped listening without); None until it
+        has said either."""
+        self._wake_word_retry = Backoff(cap=settings.max_backoff)
+        self._pause_before_listening = 0.0
         self._stop = asyncio.Event()
         self._triggers: asyncio.Queue[str] = asyncio.Queue()
         self._background: set[asyncio.Task[None]] = set()
@@ -337,14 +350,18 @@ class Satellite:
                     second_opinion(self.wake_verifier, clip)
                 )
             try:
-                result = await self._turn(
-                    ha,
-                    pipeline,
-                    conversation_id,
-                    wake_word=wake_word and not follow_up,
-                    pre_roll=pre_roll,
-                    confirmation=confirmation,
-                )
+                if wake_word and not follow_up:
+                    result = await self._home_assistant_listens(
+                        ha, pipeline, conversation_id
+                    )
+                else:
+                    result = await self._turn(
+                        ha,
+                        pipeline,
+                        conversation_id,
+                        pre_roll=pre_roll,
+                        confirmation=confirmation,
+                    )
             finally:
                 if self.wake_listener is not None:
                     # Deaf for the refractory period from here: the reply has
@@ -354,12 +371,44 @@ class Satellite:
             follow_up = result is not None and result.continue_conversation
             conversation_id = result.conversation_id if result else None
             _drain(self._triggers)  # presses during the turn start nothing
-            if result is None and wake_word:
-                await asyncio.sleep(1.0)  # a failing engine must not spin the CPU
+            if wake_word and self._pause_before_listening:
+                # A failing wake-word engine must not spin the CPU (or the log).
+                await asyncio.sleep(self._pause_before_listening)
+                self._pause_before_listening = 0.0
 
-    async def _next_trigger(self, ha: HomeAssistant) -> str:
+    async def _home_assistant_listens(
+        self, ha: HomeAssistant, pipeline: Pipeline, conversation_id: str | None
+    ) -> TurnResult | None:
+        """A run from Home Assistant's wake-word stage, or a push-to-talk turn.
+
+        A trigger (Enter, SIGUSR1, the trigger file) that comes before the
+        wake word is heard ends the run and starts a turn at once, as it does
+        while the satellite listens for the wake word itself.
+        """
+        self._wake_word_heard = None  # also when the run fails to start
+        run = asyncio.create_task(
+            self._turn(ha, pipeline, conversation_id, wake_word=True)
+        )
+        trigger = asyncio.create_task(self._next_trigger(ha, announce=False))
+        try:
+            await asyncio.wait({run, trigger}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done() or self._wake_word_heard:
+                return await run  # a trigger during the command starts nothing
+            source = trigger.result()
+        finally:
+            trigger.cancel()
+            if not run.done():
+                # Home Assistant's run is ended before anything else happens
+                # (the next turn, or closing the connection on a stop).
+                run.cancel()
+                await asyncio.wait({run})
+        _LOGGER.info("Turn triggered (%s)", source)
+        return await self._turn(ha, pipeline, conversation_id)
+
+    async def _next_trigger(self, ha: HomeAssistant, *, announce: bool = True) -> str:
         """Wait for the wake word / Enter / SIGUSR1 / the trigger file.
 
+        ``announce``: say so in the log, and which it was.
         Raise :class:`ConnectionLostError` if the connection goes meanwhile.
         """
         waiters = {
@@ -374,7 +423,7 @@ class Satellite:
                 self.wake_listener.model.phrase,
             )
             waiters.add(asyncio.create_task(self._listen_for_wake_word()))
-        else:
+        elif announce:
             _LOGGER.info("Ready: waiting for a trigger")
         try:
             done, _pending = await asyncio.wait(waiters, return_when="FIRST_COMPLETED")
@@ -384,7 +433,8 @@ class Satellite:
         source = next(iter(done)).result()
         if ha.closed:
             raise ConnectionLostError("connection lost")
-        _LOGGER.info("Turn triggered (%s)", source)
+        if announce:
+            _LOGGER.info("Turn triggered (%s)", source)
         return str(source)
 
     async def _listen_for_wake_word(self) -> str:
@@ -467,6 +517,9 @@ class Satellite:
             _LOGGER.info("Not the wake word after all: listening again")
             return None
         except PipelineRunError as err:
+            if wake_word and not self._wake_word_heard:
+                self._no_wake_word(err.code, str(err))
+                return None
             print(f"error: {err}", flush=True)
             _LOGGER.warning("The turn failed: %s", err)
             await self._cue(Cue.ERROR)
@@ -476,6 +529,14 @@ class Satellite:
             self.audio_in.stop_listening()
             if confirmation is not None:
                 confirmation.cancel()  # a late verdict must not cue a past turn
+        if wake_word and self._wake_word_heard is None:
+            self._no_wake_word("timeout", "the run reached its time limit")
+            return None
+        if wake_word and not self._wake_word_heard:
+            self._no_wake_word(
+                "wake-word-engine-stopped", "it stopped listening before the word"
+            )
+            return None
         print(f"heard: {result.heard}", flush=True)
         print(f"reply: {result.reply}", flush=True)
         if result.reply and pipeline.tts_engine:
@@ -491,6 +552,25 @@ class Satellite:
         else:
             await self._cue(Cue.DONE)
         return result
+
+    def _no_wake_word(self, code: str, detail: str) -> None:
+        """A run from Home Assistant's wake-word stage ended before the word.
+
+        Nobody spoke, so nothing is printed or sounded. ``code`` says how it
+        ended (the pipeline's error code); an engine that failed is tried
+        again after a growing pause, so it cannot spin the CPU or the log.
+        """
+        reason = WAKE_WORD_RUN_RENEWALS.get(code)
+        if reason is not None:
+            _LOGGER.info("No wake word in that run (%s): listening again", reason)
+            self._wake_word_retry.reset()
+            return
+        self._pause_before_listening = self._wake_word_retry.next_delay()
+        _LOGGER.warning(
+            "Home Assistant's wake-word engine failed (%s); trying again in %.0f s",
+            detail,
+            self._pause_before_listening,
+        )
 
     def _command_audio_sent(self) -> None:
         if self._woken_at is None:
@@ -516,8 +596,22 @@ class Satellite:
         task.add_done_callback(self._background.discard)
 
     def _on_event(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "wake_word-end" and data.get("wake_word_output"):
-            _LOGGER.info("Wake word heard (by Home Assistant)")
+        if kind == "run-start":
+            self._wake_word_heard = None
+        elif kind == "wake_word-start":
+            _LOGGER.info(
+                "Ready: listening for the wake word (Home Assistant's %s)",
+                data.get("entity_id"),
+            )
+        elif kind == "wake_word-end" and not data.get("wake_word_output"):
+            self._wake_word_heard = False
+        elif kind == "wake_word-end":
+            self._wake_word_heard = True
+            self._wake_word_retry.reset()
+            _LOGGER.info(
+                "Wake word %r heard (by Home Assistant)",
+                data["wake_word_output"].get("wake_word_phrase"),
+            )
             self._cue_in_background(Cue.LISTENING)
         elif kind == "stt-vad-end":
             _LOGGER.debug("Home Assistant heard the end of speech")

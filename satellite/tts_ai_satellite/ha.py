@@ -526,11 +526,12 @@ async def run_turn(
     # The local detector judges the command only: not the wait for a wake word.
     command_started = asyncio.Event()
     sender: asyncio.Task[None] | None = None
+    handler: int | None = None
     try:
         async with ha.subscription(message) as events:
 
             async def follow() -> None:
-                nonlocal sender
+                nonlocal sender, handler
                 async for event in events:
                     kind, data = event["type"], event.get("data") or {}
                     _LOGGER.debug("Pipeline event %s", kind)
@@ -559,10 +560,17 @@ async def run_turn(
                     elif _run_ended(kind, data, result):
                         break
 
-            if confirmation is None:
-                await follow()
-            else:
-                await _unless_rejected(follow(), confirmation, events)
+            try:
+                if confirmation is None:
+                    await follow()
+                else:
+                    await _unless_rejected(follow(), confirmation, events)
+            except asyncio.CancelledError:
+                # The satellite gave the run up (a trigger came before the
+                # wake word): Home Assistant ends it too, rather than wait
+                # for audio that will not come.
+                await _give_up(ha, events, handler, sender)
+                raise
         if confirmation is not None:
             # Speech-to-text is done; the intent waits for the second opinion.
             if not await confirmation:
@@ -581,6 +589,29 @@ async def run_turn(
             with contextlib.suppress(asyncio.CancelledError, ConnectionLostError):
                 await sender
     return result
+
+
+async def _give_up(
+    ha: HomeAssistant,
+    events: EventStream,
+    handler: int | None,
+    sender: asyncio.Task[None] | None,
+) -> None:
+    """End a run the satellite no longer follows: its audio, then the run.
+
+    The audio is ended first because Home Assistant's Wyoming wake-word
+    engine waits for the next chunk before it lets a cancelled run go: a run
+    unsubscribed in mid-stream would hold its connection to the engine until
+    its time limit.
+    """
+    if sender is not None:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionLostError):
+            await sender
+    if handler is not None:
+        with contextlib.suppress(ConnectionLostError):
+            await ha.send_audio(bytes([handler]))  # the end of the audio
+    await events.cancel()
 
 
 def _run_ended(kind: str, data: dict[str, Any], result: TurnResult) -> bool:

@@ -213,14 +213,16 @@ def add_local_only_entry(url: str, token: str, piper_url: str, hf_url: str) -> N
     assert saved.status == 200 and saved.body["type"] == "create_entry", saved
 
 
-def integration_entity(home: AssistHome, domain: str) -> str:
-    """Return the entity id of the integration's one ``domain`` entity."""
+def integration_entity(
+    home: AssistHome, domain: str, integration: str = "tts_ai"
+) -> str:
+    """Return the entity id of ``integration``'s one ``domain`` entity."""
     answer = realhass.http_request(
         "POST",
         f"{home.url}/api/template",
         token=home.token,
         json_body={
-            "template": "{{ integration_entities('tts_ai')"
+            "template": f"{{{{ integration_entities('{integration}')"
             f" | select('match', '{domain}[.]') | list | tojson }}}}"
         },
     )
@@ -229,8 +231,17 @@ def integration_entity(home: AssistHome, domain: str) -> str:
     return entity
 
 
-async def create_pipeline(home: AssistHome) -> None:
-    """An Assist pipeline: the entry's STT and TTS, HA's own conversation agent."""
+async def create_pipeline(
+    home: AssistHome,
+    name: str = PIPELINE_NAME,
+    *,
+    wake_word_entity: str | None = None,
+    wake_word_id: str | None = None,
+) -> None:
+    """An Assist pipeline: the entry's STT and TTS, HA's own conversation agent.
+
+    With ``wake_word_entity`` Home Assistant can listen for the wake word too.
+    """
     async with aiohttp.ClientSession() as session:
         ha = HomeAssistant(session, home.url, home.token)
         await ha.connect()
@@ -254,7 +265,7 @@ async def create_pipeline(home: AssistHome) -> None:
             await ha.command(
                 {
                     "type": "assist_pipeline/pipeline/create",
-                    "name": PIPELINE_NAME,
+                    "name": name,
                     "language": "en",
                     "conversation_engine": "conversation.home_assistant",
                     "conversation_language": "en",
@@ -263,8 +274,8 @@ async def create_pipeline(home: AssistHome) -> None:
                     "tts_engine": home.tts_entity,
                     "tts_language": tts_language,
                     "tts_voice": None,
-                    "wake_word_entity": None,
-                    "wake_word_id": None,
+                    "wake_word_entity": wake_word_entity,
+                    "wake_word_id": wake_word_id,
                 }
             )
         finally:
@@ -316,6 +327,78 @@ def start_assist_home(
             realhass.stop_process(home.hass)
         raise
     return home
+
+
+# --- Home Assistant doing the wake word --------------------------------------------
+
+WAKE_PIPELINE_NAME = "Satellite test, wake word in Home Assistant"
+WAKE_WORD_ID = "okay_nabu"
+WAKE_SERVER_TIMEOUT = 30.0
+
+
+def start_wake_word_server(
+    log: IO[str], port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """The microWakeWord add-on's Wyoming server on loopback; return it and its port.
+
+    The server is the add-on's own code (vendored: ``tests/vendor``); it
+    listens on ``port`` (a free one if None).
+    """
+    port = port or realhass.free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "wyoming_microwakeword"),
+            *("--uri", f"tcp://127.0.0.1:{port}", "--debug"),
+        ],
+        cwd=REPO_ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return process, port
+
+
+def add_wake_word_pipeline(
+    home: AssistHome, server: subprocess.Popen[bytes], port: int
+) -> str:
+    """Add the wake-word server as a user does, and a pipeline that uses it.
+
+    The user adds the server with the wyoming integration's own config flow
+    (host and port); Home Assistant makes a ``wake_word`` entity of it. The
+    pipeline is the test pipeline with that engine listening for "Okay Nabu".
+    Return the wake-word entity.
+    """
+    flows = f"{home.url}/api/config/config_entries/flow"
+    flow = realhass.http_request(
+        "POST", flows, token=home.token, json_body={"handler": "wyoming"}
+    )
+    assert flow.status == 200 and flow.body["step_id"] == "user", flow
+    deadline = time.monotonic() + WAKE_SERVER_TIMEOUT
+    while True:  # the server may still be starting: the form says so
+        created = realhass.http_request(
+            "POST",
+            f"{flows}/{flow.body['flow_id']}",
+            token=home.token,
+            json_body={"host": "127.0.0.1", "port": port},
+        )
+        assert created.status == 200, created
+        if created.body["type"] == "create_entry":
+            break
+        assert created.body["errors"] == {"base": "cannot_connect"}, created.body
+        assert server.poll() is None, "the wake-word server exited"
+        assert time.monotonic() < deadline, "the wake-word server never answered"
+        time.sleep(0.3)
+    entity = integration_entity(home, "wake_word", "wyoming")
+    asyncio.run(
+        create_pipeline(
+            home,
+            WAKE_PIPELINE_NAME,
+            wake_word_entity=entity,
+            wake_word_id=WAKE_WORD_ID,
+        )
+    )
+    return entity
 
 
 # --- The reply ----------------------------------------------------------------------
