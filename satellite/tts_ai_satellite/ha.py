@@ -567,8 +567,8 @@ async def run_turn(
                     await _unless_rejected(follow(), confirmation, events)
             except asyncio.CancelledError:
                 # The satellite gave the run up (a trigger came before the
-                # wake word): Home Assistant ends it too, rather than wait
-                # for audio that will not come.
+                # wake word, or it is stopping): Home Assistant ends it too,
+                # rather than wait for audio that will not come.
                 await _give_up(ha, events, handler, sender)
                 raise
         if confirmation is not None:

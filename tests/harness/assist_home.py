@@ -10,6 +10,9 @@ The satellite's end-to-end test (``tests/test_satellite_e2e.py``) and the
 aarch64 check (``scripts/armcheck``) both set it up with
 :func:`start_assist_home`, and judge the satellite's reply to
 :data:`QUESTION` with :func:`says_the_time` and :func:`assert_speech_of`.
+For ``--ha-wake-word`` the end-to-end test adds a wake-word engine, the
+microWakeWord add-on's Wyoming server (:func:`start_wake_word_server`,
+:func:`add_wake_word_pipeline`).
 """
 
 from __future__ import annotations
