@@ -385,7 +385,9 @@ class Satellite:
         wake word is heard ends the run and starts a turn at once, as it does
         while the satellite listens for the wake word itself.
         """
-        self._wake_word_heard = None  # also when the run fails to start
+        # Reset here, not at the run's start: a run that fails to start
+        # counts as the engine failing.
+        self._wake_word_heard = None
         run = asyncio.create_task(
             self._turn(ha, pipeline, conversation_id, wake_word=True)
         )
@@ -529,13 +531,13 @@ class Satellite:
             self.audio_in.stop_listening()
             if confirmation is not None:
                 confirmation.cancel()  # a late verdict must not cue a past turn
-        if wake_word and self._wake_word_heard is None:
-            self._no_wake_word("timeout", "the run reached its time limit")
-            return None
         if wake_word and not self._wake_word_heard:
-            self._no_wake_word(
-                "wake-word-engine-stopped", "it stopped listening before the word"
-            )
+            if self._wake_word_heard is None:  # the wake-word stage never ended
+                self._no_wake_word("timeout", "the run reached its time limit")
+            else:
+                self._no_wake_word(
+                    "wake-word-engine-stopped", "it stopped listening before the word"
+                )
             return None
         print(f"heard: {result.heard}", flush=True)
         print(f"reply: {result.reply}", flush=True)
@@ -596,9 +598,7 @@ class Satellite:
         task.add_done_callback(self._background.discard)
 
     def _on_event(self, kind: str, data: dict[str, Any]) -> None:
-        if kind == "run-start":
-            self._wake_word_heard = None
-        elif kind == "wake_word-start":
+        if kind == "wake_word-start":
             _LOGGER.info(
                 "Ready: listening for the wake word (Home Assistant's %s)",
                 data.get("entity_id"),
