@@ -533,7 +533,7 @@ class Satellite:
                 confirmation.cancel()  # a late verdict must not cue a past turn
         if wake_word and not self._wake_word_heard:
             if self._wake_word_heard is None:  # the wake-word stage never ended
-                self._no_wake_word("timeout", "the run reached its time limit")
+                self._no_wake_word("timeout", WAKE_WORD_RUN_RENEWALS["timeout"])
             else:
                 self._no_wake_word(
                     "wake-word-engine-stopped", "it stopped listening before the word"

@@ -584,10 +584,7 @@ async def run_turn(
         raise PipelineRunError(err.code, err.message) from err
     finally:
         audio_done.set()
-        if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionLostError):
-                await sender
+        await _stop_sending(sender)
     return result
 
 
@@ -604,14 +601,20 @@ async def _give_up(
     unsubscribed in mid-stream would hold its connection to the engine until
     its time limit.
     """
-    if sender is not None:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ConnectionLostError):
-            await sender
+    await _stop_sending(sender)
     if handler is not None:
         with contextlib.suppress(ConnectionLostError):
             await ha.send_audio(bytes([handler]))  # the end of the audio
     await events.cancel()
+
+
+async def _stop_sending(sender: asyncio.Task[None] | None) -> None:
+    """Stop the task that streams the run's audio, and wait until it has."""
+    if sender is None:
+        return
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, ConnectionLostError):
+        await sender
 
 
 def _run_ended(kind: str, data: dict[str, Any], result: TurnResult) -> bool:
